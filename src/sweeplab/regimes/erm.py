@@ -1,0 +1,121 @@
+"""Empirical risk minimisation: one model, cross-entropy, optional label smoothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def _check_optimizer(optimizer: Callable) -> None:
+    """Catch impossible optimizer values before training, naming the config key."""
+    keywords = optimizer.keywords if isinstance(optimizer, partial) else {}
+    lr = keywords.get("lr")
+    if lr is not None and not lr > 0:
+        raise ValueError(f"regime.optimizer.lr must be > 0, got {lr}")
+    weight_decay = keywords.get("weight_decay")
+    if weight_decay is not None and weight_decay < 0:
+        raise ValueError(f"regime.optimizer.weight_decay must be ≥ 0, got {weight_decay}")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the run cannot continue meaningfully."""
+
+
+class ERM(pl.LightningModule):
+    """Train ``backbone`` with cross-entropy; expose per-member logits for evaluation."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        optimizer: Callable,
+        scheduler: Callable | None = None,
+        label_smoothing: float = 0.0,
+        check_finite_every: int = 20,
+        name: str = "erm",
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"regime.label_smoothing must be in [0, 1), got {label_smoothing}")
+        if check_finite_every < 1:
+            raise ValueError(
+                f"regime.check_finite_every must be a positive integer, got {check_finite_every}"
+            )
+        _check_optimizer(optimizer)
+        self.backbone = backbone
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.label_smoothing = label_smoothing
+        self.check_finite_every = check_finite_every
+        self.regime_name = name
+        # A device-side flag, read only every few steps: no host sync per step.
+        self.register_buffer("_nonfinite", torch.zeros((), dtype=torch.bool), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.backbone(x)
+
+    def predict_eval(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-member logits ``[B, 1, C]`` and pooled features ``[B, D]``."""
+        features = self.backbone.features(x)
+        return self.backbone.head(features).unsqueeze(1), features
+
+    def training_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        loss = self.training_loss(self(x), y)
+        self._nonfinite |= ~torch.isfinite(loss.detach())
+        if (batch_idx + 1) % self.check_finite_every == 0:
+            self._raise_if_nonfinite()
+        self.log("train/cls/loss", loss, on_step=False, on_epoch=True, batch_size=x.shape[0])
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self._raise_if_nonfinite()
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_epoch=True)
+
+    def _raise_if_nonfinite(self) -> None:
+        if bool(self._nonfinite):
+            raise NonFiniteLossError(
+                f"training loss became NaN or infinite in epoch {self.current_epoch} "
+                f"(by global step {self.global_step}); lower regime.optimizer.lr, add warm-up "
+                "(regime.scheduler.warmup_epochs) or gradient clipping (trainer.gradient_clip_val)"
+            )
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        size = x.shape[0]
+        acc = (logits.argmax(dim=1) == y).float().mean()
+        self.log("val/cls/acc", acc, on_epoch=True, batch_size=size, sync_dist=True)
+        self.log(
+            "val/cls/nll",
+            F.cross_entropy(logits, y),
+            on_epoch=True,
+            batch_size=size,
+            sync_dist=True,
+        )
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        total_steps = max(1, int(min(self.trainer.estimated_stepping_batches, 2**31)))
+        max_epochs = (
+            self.trainer.max_epochs
+            if self.trainer.max_epochs and self.trainer.max_epochs > 0
+            else 1
+        )
+        steps_per_epoch = max(1, total_steps // max_epochs)
+        scheduler = self.scheduler_factory(
+            optimizer, total_steps=total_steps, steps_per_epoch=steps_per_epoch
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

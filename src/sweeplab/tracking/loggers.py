@@ -1,0 +1,107 @@
+"""Build the configured experiment loggers for one run directory.
+
+``metrics.csv`` is always written; W&B goes offline when no credentials are
+present and keeps one W&B run id per sweeplab run so a resume continues it.
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from sweeplab.tracking.csv_logger import RunCSVLogger
+
+log = logging.getLogger(__name__)
+
+
+def wandb_has_credentials() -> bool:
+    """True when an API key is in the environment or in ~/.netrc (``wandb login``)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    if os.environ.get("WANDB_MODE") in ("offline", "disabled"):
+        return False
+    try:
+        auth = netrc.netrc().authenticators("api.wandb.ai")
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(auth and auth[2])
+
+
+def new_wandb_id(run_id: str) -> str:
+    """A W&B run id tied to the sweeplab run, unique across run stores."""
+    return f"{run_id}-{secrets.token_hex(3)}"
+
+
+def build_loggers(
+    logger_cfg: DictConfig | None,
+    run_dir: Path,
+    run_name: str,
+    wandb_id: str | None,
+) -> list[Any]:
+    """Instantiate every logger in ``logger_cfg``; add the CSV logger if it is missing."""
+    loggers: list[Any] = []
+    for key, cfg in (logger_cfg or {}).items():
+        if cfg is None or "_target_" not in cfg:
+            continue
+        target = str(cfg["_target_"])
+        if target.endswith("WandbLogger"):
+            options = OmegaConf.to_container(cfg, resolve=True)
+            offline = options.pop("offline", None)
+            if offline is None:
+                offline = not wandb_has_credentials()
+            loggers.append(
+                instantiate(
+                    options,
+                    save_dir=str(run_dir),
+                    name=run_name,
+                    id=wandb_id,
+                    resume="allow",
+                    offline=offline,
+                )
+            )
+        else:
+            try:
+                loggers.append(instantiate(cfg, save_dir=str(run_dir)))
+            except Exception as exc:
+                raise ValueError(f"logger.{key} could not be created: {exc}") from exc
+    if not any(isinstance(logger, RunCSVLogger) for logger in loggers):
+        loggers.insert(0, RunCSVLogger(save_dir=run_dir))
+    return loggers
+
+
+def csv_logger(loggers: list[Any]) -> RunCSVLogger:
+    return next(logger for logger in loggers if isinstance(logger, RunCSVLogger))
+
+
+def publish_summary(loggers: list[Any], metrics: dict[str, float], step: int) -> None:
+    """Send the final metrics to every logger except the CSV (they live in the record)."""
+    for logger in loggers:
+        if isinstance(logger, RunCSVLogger):
+            continue
+        if type(logger).__name__ == "WandbLogger":
+            logger.experiment.summary.update(metrics)
+        else:
+            logger.log_metrics(metrics, step=step)
+            logger.save()
+
+
+def close_loggers(loggers: list[Any]) -> None:
+    """Finish W&B runs and say how to upload offline ones."""
+    for logger in loggers:
+        if type(logger).__name__ != "WandbLogger":
+            continue
+        experiment = logger.experiment
+        offline = getattr(experiment.settings, "mode", "") == "offline" or getattr(
+            experiment.settings, "_offline", False
+        )
+        run_path = Path(experiment.dir).parent
+        experiment.finish()
+        if offline:
+            log.info("W&B run saved offline; upload it with:  wandb sync %s", run_path)

@@ -1,0 +1,262 @@
+"""``sweeplab runs``: list the run store as a table, CSV or JSON.
+
+The listing answers "what have I run, what broke, how did it do" without
+opening any run directory. Tables are for reading; CSV and JSON carry raw
+values for scripts, and keep messages on stderr so stdout always parses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import fnmatch
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from sweeplab.tracking.store import RUN_STATUSES, RunEntry, filter_runs, scan_store
+
+DEFAULT_RUNS_DIR = "runs"
+RUNS_DIR_ENV = "SWEEPLAB_RUNS_DIR"
+DEFAULT_METRICS = ("test/cls/acc", "test/cls/nll", "test/cls/brier", "val/cls/acc")
+OVERRIDES_WIDTH = 48
+NOTE_WIDTH = 60
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sweeplab runs",
+        description="List the runs in a run store, newest last.",
+        epilog="Filters: key=value matches a run launched with that override or whose "
+        "resolved config has that value (e.g. seed=0 data=digits trainer.max_epochs=5).",
+    )
+    parser.add_argument(
+        "--runs-dir",
+        default=None,
+        help=f"run store (default: ${RUNS_DIR_ENV} or ./{DEFAULT_RUNS_DIR})",
+    )
+    parser.add_argument("--status", choices=RUN_STATUSES, help="only runs with this status")
+    parser.add_argument(
+        "--metrics",
+        default=None,
+        help="comma-separated metric keys or globs (e.g. 'test/cal/*'), or 'all' "
+        f"(default: {','.join(DEFAULT_METRICS)})",
+    )
+    parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    parser.add_argument("filters", nargs="*", metavar="key=value", help="config/override filters")
+    return parser
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def format_number(value: Any) -> str:
+    """Four decimals for the usual [0, 1] metrics (so columns align), else 4 significant digits.
+
+    Large counts (throughputs) are shown whole rather than in exponent form.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "" if value is None else str(value)
+    if isinstance(value, int):
+        return str(value)
+    magnitude = abs(value)
+    if magnitude >= 1e4:
+        return f"{value:.0f}"
+    if magnitude < 1 and (magnitude >= 1e-3 or value == 0):
+        return f"{value:.4f}"
+    return f"{value:.4g}"
+
+
+def format_duration(seconds: Any) -> str:
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _truncate(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def compact_overrides(overrides: Sequence[str], width: int = OVERRIDES_WIDTH) -> str:
+    """``k=v k=v``, leaving out Hydra's own settings, which do not change results."""
+    shown = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    return _truncate(" ".join(shown), width) if shown else "-"
+
+
+def _short_error(error: Any) -> str:
+    """The line of an error that says what went wrong (a traceback's last line)."""
+    if isinstance(error, dict):
+        kind, message = error.get("type"), error.get("message")
+        error = f"{kind}: {message}" if kind and message else (message or kind or error)
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def note(entry: RunEntry) -> str:
+    """Why a run is not a normal result: its error, or why it could not be read."""
+    if entry.problem:
+        return entry.problem.replace(f"{entry.path}{os.sep}", "")
+    if entry.status == "failed":
+        return _short_error((entry.record or {}).get("error")) or "failed (no error recorded)"
+    return ""
+
+
+# --------------------------------------------------------------------------- columns
+
+
+def select_metrics(entries: Sequence[RunEntry], spec: str | None) -> list[str]:
+    """Metric columns to show: the requested keys/globs that some listed run has."""
+    available: list[str] = []
+    seen: set[str] = set()
+    for entry in entries:
+        for key in entry.metrics:
+            if key not in seen:
+                seen.add(key)
+                available.append(key)
+    if spec is None:
+        wanted = list(DEFAULT_METRICS)
+    else:
+        wanted = [part.strip() for part in spec.split(",") if part.strip()]
+    columns: list[str] = []
+    for pattern in wanted:
+        if pattern == "all":
+            pattern = "*"
+        if any(ch in pattern for ch in "*?["):
+            found = sorted(k for k in available if fnmatch.fnmatchcase(k, pattern))
+        else:
+            found = [pattern] if pattern in seen else []
+        columns.extend(k for k in found if k not in columns)
+    return columns
+
+
+def summary(listed: Sequence[RunEntry], total: int, runs_dir: Path) -> str:
+    counts = Counter(e.status for e in listed)
+    parts = ", ".join(f"{counts[s]} {s}" for s in RUN_STATUSES if counts[s])
+    runs = "run" if len(listed) == 1 else "runs"
+    scope = f"in {runs_dir}" if len(listed) == total else f"of {total} in {runs_dir}"
+    return f"{len(listed)} {runs} ({scope}): {parts}"
+
+
+def render_table(entries: Sequence[RunEntry], metrics: Sequence[str]) -> str:
+    notes = [note(e) for e in entries]
+    headers = ["run_id", "name", "status", "overrides", *metrics, "duration"]
+    if any(notes):
+        headers.append("note")
+    rows = []
+    for entry, text in zip(entries, notes, strict=True):
+        row = [entry.run_id, entry.name, entry.status, compact_overrides(entry.overrides)]
+        row += [format_number(entry.metrics.get(m)) for m in metrics]
+        row.append(format_duration(entry.duration_s))
+        if any(notes):
+            row.append(_truncate(text, NOTE_WIDTH))
+        rows.append(row)
+    align = (
+        ["left"] * 4 + ["right"] * (len(metrics) + 1) + ["left"] * (len(headers) - len(metrics) - 5)
+    )
+    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True, colalign=align)
+
+
+def _raw_row(entry: RunEntry, metrics: Sequence[str]) -> dict[str, Any]:
+    return {
+        "run_id": entry.run_id,
+        "name": entry.name,
+        "status": entry.status,
+        "created": entry.created,
+        "duration_s": entry.duration_s,
+        "overrides": entry.overrides,
+        "metrics": {m: entry.metrics[m] for m in metrics if m in entry.metrics},
+        "error": (entry.record or {}).get("error"),
+        "problem": entry.problem,
+        "path": str(entry.path),
+    }
+
+
+def write_csv(entries: Sequence[RunEntry], metrics: Sequence[str], out) -> None:
+    fields = ["run_id", "name", "status", "created", "duration_s", "overrides", *metrics]
+    fields += ["error", "problem", "path"]
+    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for entry in entries:
+        row = _raw_row(entry, metrics)
+        row.update(row.pop("metrics"))
+        row["overrides"] = " ".join(row["overrides"])
+        row["error"] = _short_error(row["error"]) if row["error"] is not None else None
+        writer.writerow(row)
+
+
+def write_json(entries: Sequence[RunEntry], metrics: Sequence[str], out) -> None:
+    json.dump([_raw_row(e, metrics) for e in entries], out, indent=2, default=str)
+    out.write("\n")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _empty_message(runs_dir: Path) -> str:
+    where = runs_dir.resolve()
+    state = "does not exist" if not runs_dir.exists() else "holds no runs"
+    return (
+        f"No runs: {where} {state}.\n"
+        "Launch a first run with `sweeplab train` (add overrides, or -m for a sweep), "
+        f"or point --runs-dir / ${RUNS_DIR_ENV} at an existing run store."
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``sweeplab runs``; returns the exit code (2 for bad arguments)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help (0) and on errors (2)
+        return exc.code if isinstance(exc.code, int) else 2
+    runs_dir = Path(args.runs_dir or os.environ.get(RUNS_DIR_ENV) or DEFAULT_RUNS_DIR)
+
+    entries = scan_store(runs_dir)
+    try:
+        listed = filter_runs(entries, status=args.status, where=args.filters)
+    except ValueError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    metrics = select_metrics(listed, args.metrics)
+    if args.metrics and listed:
+        for key in args.metrics.split(","):
+            key = key.strip()
+            if key and key != "all" and not any(c in key for c in "*?[") and key not in metrics:
+                print(f"note: no listed run has metric {key!r}", file=sys.stderr)
+    message = None
+    if not entries:
+        message = _empty_message(runs_dir)
+    elif not listed:
+        criteria = " ".join([f"--status {args.status}"] * bool(args.status) + args.filters)
+        message = f"No runs match {criteria} ({len(entries)} in {runs_dir})."
+
+    if args.format == "csv":
+        write_csv(listed, metrics, sys.stdout)
+    elif args.format == "json":
+        write_json(listed, metrics, sys.stdout)
+    elif listed:
+        print(render_table(listed, metrics))
+        print()
+        print(summary(listed, len(entries), runs_dir))
+    if message:
+        print(message, file=sys.stdout if args.format == "table" else sys.stderr)
+    elif args.format != "table":
+        print(summary(listed, len(entries), runs_dir), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

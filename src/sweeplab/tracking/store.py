@@ -1,0 +1,304 @@
+"""The run store as a list of runs: scan, look up config values, filter.
+
+The store is only directories and ``record.json`` files; this module turns it
+into ``RunEntry`` objects that the ``runs`` listing, tables and the dashboard
+share. Scanning never raises on what it finds: a run that cannot be read is
+still an entry, carrying the reason, so a broken run is shown rather than
+silently dropped or mistaken for a missing one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sweeplab.tracking.record import RECORD_FILE, STATUSES, CorruptRecordError, read_record
+
+UNREADABLE = "unreadable"
+RUN_STATUSES = (*STATUSES, UNREADABLE)
+# What a run directory holds before (or without) its record: evidence it is a run.
+RUN_MARKERS = ("config.yaml", ".hydra", "checkpoints")
+# Record fields a ``key=value`` filter may name besides config keys.
+RECORD_KEYS = ("run_id", "name", "status")
+
+
+class _Missing:
+    """Sentinel for a config key that is absent (``None`` is a legitimate value)."""
+
+    _instance: _Missing | None = None
+
+    def __new__(cls) -> _Missing:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+MISSING: Any = _Missing()
+
+
+@dataclass
+class RunEntry:
+    """One run directory: its record, or why the record could not be read."""
+
+    path: Path
+    record: dict[str, Any] | None = None
+    problem: str | None = None
+
+    def _field(self, key: str, default: Any, kind: type) -> Any:
+        value = (self.record or {}).get(key)
+        return value if isinstance(value, kind) else default
+
+    @property
+    def run_id(self) -> str:
+        return str(self._field("run_id", self.path.name, str | int))
+
+    @property
+    def name(self) -> str:
+        return str(self._field("name", self.path.parent.name, str | int))
+
+    @property
+    def status(self) -> str:
+        return str(self.record.get("status", UNREADABLE)) if self.record is not None else UNREADABLE
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self._field("metrics", {}, dict)
+
+    @property
+    def overrides(self) -> list[str]:
+        return [str(o) for o in self._field("overrides", [], list)]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self._field("config", {}, dict)
+
+    @property
+    def error(self) -> str | None:
+        error = self._field("error", None, object)
+        return None if error is None else str(error)
+
+    @property
+    def duration_s(self) -> float | None:
+        value = self._field("duration_s", None, int | float)
+        return None if isinstance(value, bool) else value
+
+    @property
+    def created(self) -> str | None:
+        return self._field("created", None, str)
+
+
+# --------------------------------------------------------------------------- scanning
+
+
+def _hidden(path: Path) -> bool:
+    """``_sweeps``, ``.cache`` and the like hold sweep metadata, not runs."""
+    return path.name.startswith(("_", "."))
+
+
+def _subdirs(path: Path) -> list[Path]:
+    """Visible child directories, sorted; raises ``OSError`` if ``path`` cannot be listed."""
+    children = []
+    for child in path.iterdir():
+        try:
+            if child.is_dir() and not _hidden(child):
+                children.append(child)
+        except OSError:  # a child we cannot even stat: skip it, its parent is listable
+            continue
+    return sorted(children)
+
+
+def _read_entry(run_dir: Path) -> RunEntry | None:
+    """The entry for ``run_dir``; ``None`` when it does not look like a run at all."""
+    try:
+        record = read_record(run_dir)
+    except CorruptRecordError as exc:
+        return RunEntry(run_dir, None, str(exc))
+    except OSError as exc:  # e.g. permission denied on the directory itself
+        return RunEntry(run_dir, None, f"{run_dir}: cannot read ({exc})")
+    if record is not None:
+        return RunEntry(run_dir, record, None)
+    markers = []
+    for marker in RUN_MARKERS:
+        try:
+            if (run_dir / marker).exists():
+                markers.append(marker)
+        except OSError:
+            continue
+    if not markers:
+        return None  # an empty or unrelated directory
+    return RunEntry(run_dir, None, f"no {RECORD_FILE} (has {', '.join(markers)})")
+
+
+def _timestamp(entry: RunEntry) -> float:
+    """Sort key: the record's creation time, else the directory's mtime."""
+    created = entry.created
+    if created:
+        try:
+            moment = datetime.fromisoformat(created)
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            return moment.timestamp()
+        except ValueError:
+            pass
+    try:
+        return entry.path.stat().st_mtime
+    except OSError:
+        return math.inf
+
+
+def scan_store(runs_dir: str | os.PathLike) -> list[RunEntry]:
+    """Every run in ``<runs_dir>/<name>/<run_id>/``, oldest first (then by path).
+
+    A missing ``runs_dir`` is an empty store. Directories that cannot be listed
+    become entries with a ``problem`` instead of an exception.
+    """
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return []
+    entries: list[RunEntry] = []
+    try:
+        name_dirs = _subdirs(root)
+    except OSError as exc:
+        return [RunEntry(root, None, f"{root}: cannot list ({exc})")]
+    for name_dir in name_dirs:
+        try:
+            run_dirs = _subdirs(name_dir)
+        except OSError as exc:
+            entries.append(RunEntry(name_dir, None, f"{name_dir}: cannot list ({exc})"))
+            continue
+        for run_dir in run_dirs:
+            entry = _read_entry(run_dir)
+            if entry is not None:
+                entries.append(entry)
+    entries.sort(key=lambda e: (_timestamp(e), str(e.path)))
+    return entries
+
+
+# --------------------------------------------------------------------------- filtering
+
+
+def config_value(config: Any, dotted_key: str) -> Any:
+    """``config["a"]["b"]`` for ``"a.b"`` (list items by index); ``MISSING`` if absent."""
+    node = config
+    for part in dotted_key.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif (
+            isinstance(node, list)
+            and part.lstrip("-").isdigit()
+            and -len(node) <= int(part) < len(node)
+        ):
+            node = node[int(part)]
+        else:
+            return MISSING
+    return node
+
+
+def _parse_value(text: str) -> Any:
+    """Read a filter value the way Hydra reads an override value (YAML scalars)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)  # catches "1e-3", which YAML 1.1 leaves as a string
+        except ValueError:
+            return None
+    return None
+
+
+def _canonical(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    return str(value)
+
+
+def _same(wanted: Any, actual: Any) -> bool:
+    """Loose equality that still keeps ``true`` apart from ``1``."""
+    if isinstance(wanted, bool) != isinstance(actual, bool):
+        return False
+    if wanted == actual:
+        return True
+    a, b = _as_number(wanted), _as_number(actual)
+    if a is not None and b is not None:
+        return a == b
+    return _canonical(wanted) == _canonical(actual)
+
+
+def _split_filter(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    key = key.strip().lstrip("+")
+    if not sep or not key:
+        raise ValueError(f"filter {text!r} is not of the form key=value")
+    return key, value.strip()
+
+
+def _normalise_override(text: str) -> str:
+    key, sep, value = text.partition("=")
+    return f"{key.strip().lstrip('+')}{sep}{value.strip()}"
+
+
+def matches(entry: RunEntry, filters: Iterable[str]) -> bool:
+    """Whether the run satisfies every ``key=value`` filter.
+
+    A filter holds when the run was launched with exactly that override, or when
+    its resolved config has that value at the dotted key. A key naming a config
+    group (a node with a ``name``, e.g. ``data=digits``) compares that name, so
+    runs that got the group by default are found too.
+    """
+    filters = list(filters)
+    if not filters:
+        return True
+    if entry.record is None:
+        return False
+    overrides = {_normalise_override(o) for o in entry.overrides}
+    choices = entry.record.get("choices")  # Hydra's runtime choices, if the writer kept them
+    for text in filters:
+        key, raw = _split_filter(text)
+        if f"{key}={raw}" in overrides:
+            continue
+        wanted = _parse_value(raw)
+        if key in RECORD_KEYS and _same(wanted, getattr(entry, key)):
+            continue
+        if isinstance(choices, dict) and key in choices and _same(wanted, choices[key]):
+            continue
+        actual = config_value(entry.config, key)
+        if isinstance(actual, dict) and "name" in actual and not isinstance(wanted, dict):
+            actual = actual["name"]
+        if actual is MISSING or not _same(wanted, actual):
+            return False
+    return True
+
+
+def filter_runs(
+    entries: Iterable[RunEntry], status: str | None = None, where: Sequence[str] = ()
+) -> list[RunEntry]:
+    """The entries with the given status (if any) that match every ``where`` filter."""
+    if status is not None and status not in RUN_STATUSES:
+        raise ValueError(f"unknown status {status!r}; valid: {', '.join(RUN_STATUSES)}")
+    for text in where:
+        _split_filter(text)  # fail on a malformed filter even when the store is empty
+    return [e for e in entries if (status is None or e.status == status) and matches(e, where)]

@@ -1,0 +1,313 @@
+"""The training app: compose → instantiate → fit → evaluate → record.
+
+One call of :func:`execute` is one run in ``runs/<name>/<run_id>/``. A complete
+run is skipped, an interrupted one resumes from ``checkpoints/last.ckpt``, and a
+failure is written to the record instead of stopping the other jobs of a sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from sweeplab.configs import config_dir
+from sweeplab.tracking.identity import compute_run_id, register_resolvers
+from sweeplab.tracking.record import (
+    CorruptRecordError,
+    atomic_write_text,
+    new_record,
+    now_iso,
+    read_record,
+    write_record,
+)
+
+log = logging.getLogger("sweeplab.train")
+register_resolvers()
+
+
+class _DropAdvertisements(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def _quiet_third_party_noise() -> None:
+    """Silence messages that say nothing about this run."""
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_DropAdvertisements())
+    for message in (
+        r".*is smaller than the logging interval.*",  # we log per epoch, on purpose
+        r".*isinstance\(treespec, LeafSpec\).*",  # Lightning vs torch pytree deprecation
+    ):
+        warnings.filterwarnings("ignore", message=message)
+
+
+CHECKPOINT_DIR = "checkpoints"
+LAST_CKPT = "last.ckpt"
+BEST_CKPT = "best.ckpt"
+
+
+@dataclass
+class Outcome:
+    """What happened to one run of a launch: ``complete``, ``skipped`` or ``failed``."""
+
+    run_dir: Path
+    status: str
+    error: str | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+# Outcomes of the runs executed in this process (a sweep's summary reads them).
+OUTCOMES: list[Outcome] = []
+
+
+def _is_rank_zero() -> bool:
+    from lightning_fabric.utilities.rank_zero import _get_rank
+
+    return (_get_rank() or 0) == 0
+
+
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    keys = [key for key in cfg if key != "hydra"]
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
+
+
+def _short_error(exc: BaseException) -> str:
+    text = str(exc).strip() or repr(exc)
+    # Hydra wraps errors raised while instantiating; keep the innermost message.
+    cause = exc.__cause__
+    while cause is not None and type(exc).__name__ == "InstantiationException":
+        text = f"{text}" if str(cause) in text else f"{text}: {cause}"
+        exc, cause = cause, cause.__cause__
+    return f"{type(exc).__name__}: {text}"
+
+
+def _start_record(cfg: DictConfig, run_dir: Path, run_id: str, overrides: list[str]) -> dict:
+    """The record this attempt continues: a new one, or the previous attempt's."""
+    from sweeplab.tracking.loggers import new_wandb_id
+    from sweeplab.tracking.provenance import collect_provenance
+
+    try:
+        previous = read_record(run_dir)
+    except CorruptRecordError as exc:
+        log.warning("%s — starting a new record for this run", exc)
+        previous = None
+    config = resolved_config(cfg)
+    provenance = collect_provenance(str(cfg.trainer.get("accelerator")))
+    if previous is None:
+        record = new_record(run_id, str(cfg.name), config, overrides, provenance)
+    else:
+        record = previous
+        record.update(
+            status="running",
+            error=None,
+            finished=None,
+            attempts=int(previous.get("attempts", 1)) + 1,
+            config=config,
+            overrides=overrides,
+            provenance=provenance,
+        )
+    record.setdefault("logger_ids", {})
+    record["logger_ids"].setdefault("wandb", new_wandb_id(run_id))
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(config))
+    record["artifacts"]["config"] = "config.yaml"
+    write_record(run_dir, record)
+    return record
+
+
+def _checkpoint_epoch(path: Path) -> int:
+    """Validate a checkpoint before resuming from it; returns the epoch it ends."""
+    import torch
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        return int(checkpoint["epoch"])
+    except Exception as exc:
+        raise RuntimeError(
+            f"cannot resume: checkpoint {path} is corrupt or unreadable ({type(exc).__name__}: "
+            f"{exc}). Delete it to restart this run from scratch."
+        ) from exc
+
+
+def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, record: dict | None) -> dict | None:
+    """Train and evaluate. Returns the metrics on rank 0, ``None`` on other ranks."""
+    import pytorch_lightning as pl
+    import torch
+    from hydra.utils import instantiate
+
+    from sweeplab.evaluation.cache import collect_outputs, save_outputs
+    from sweeplab.metrics.classification import classification_metrics
+    from sweeplab.tracking.loggers import build_loggers, close_loggers, csv_logger, publish_summary
+    from sweeplab.tracking.throughput import TrainThroughput
+
+    if cfg.eval_checkpoint not in ("last", "best"):
+        raise ValueError(f"eval_checkpoint must be 'last' or 'best', got {cfg.eval_checkpoint!r}")
+    _quiet_third_party_noise()
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    channels, height, _ = datamodule.image_shape
+    backbone = instantiate(
+        cfg.backbone, num_classes=datamodule.num_classes, in_chans=channels, image_size=height
+    )
+    module = instantiate(cfg.regime, backbone=backbone)
+
+    ckpt_dir = run_dir / CHECKPOINT_DIR
+    callbacks = []
+    for key, callback_cfg in (cfg.get("callbacks") or {}).items():
+        if callback_cfg is None:
+            continue
+        target = str(callback_cfg.get("_target_", ""))
+        extra = {"dirpath": str(ckpt_dir)} if target.endswith("ModelCheckpoint") else {}
+        try:
+            callbacks.append(instantiate(callback_cfg, **extra))
+        except Exception as exc:
+            raise ValueError(f"callbacks.{key} could not be created: {exc}") from exc
+
+    wandb_id = (record or {}).get("logger_ids", {}).get("wandb")
+    if wandb_id is None:
+        previous = read_record(run_dir) or {}
+        wandb_id = previous.get("logger_ids", {}).get("wandb")
+    loggers = build_loggers(cfg.get("logger"), run_dir, f"{cfg.name}/{run_dir.name}", wandb_id)
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir)
+    )
+
+    last = ckpt_dir / LAST_CKPT
+    ckpt_path = None
+    if last.exists():
+        resume_epoch = _checkpoint_epoch(last)
+        log.info("resuming from %s (epoch %d done)", last, resume_epoch + 1)
+        csv_logger(loggers).drop_epochs_from(resume_epoch + 1)
+        ckpt_path = str(last)
+        if record is not None:
+            record.setdefault("resumed_from_epochs", []).append(resume_epoch + 1)
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    if trainer.interrupted:
+        raise KeyboardInterrupt("training was interrupted; relaunch to resume from last.ckpt")
+    if not trainer.is_global_zero:
+        return None
+
+    # Evaluate once, on this process, on exactly the N samples of each split.
+    if cfg.eval_checkpoint == "best":
+        best = ckpt_dir / BEST_CKPT
+        if not best.exists():
+            raise FileNotFoundError(f"eval_checkpoint=best but {best} was not written (no val?)")
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+    # Lightning moves the model back to the CPU at teardown; evaluate where it trained.
+    device = trainer.strategy.root_device
+    module.to(device).eval()
+    metrics: dict[str, float] = {}
+    artifacts: dict[str, str] = {}
+    for split in ("val", "test"):
+        outputs = collect_outputs(
+            module.predict_eval,
+            datamodule.loader(split),
+            lambda x: datamodule.preprocess(x, train=False),
+            device,
+        )
+        artifacts[f"eval_cache/{split}"] = str(save_outputs(outputs, run_dir, split))
+        metrics.update(classification_metrics(outputs.member_logits, outputs.labels, split))
+
+    throughput = next((cb for cb in callbacks if isinstance(cb, TrainThroughput)), None)
+    if throughput is not None and throughput.summary() is not None:
+        metrics["perf/train_samples_per_s"] = throughput.summary()
+    metrics["train/epochs"] = float(trainer.current_epoch)
+    metrics["train/steps"] = float(trainer.global_step)
+    publish_summary(loggers, metrics, step=trainer.global_step)
+    close_loggers(loggers)
+
+    artifacts["metrics_csv"] = "metrics.csv"
+    if last.exists():
+        artifacts["last_ckpt"] = f"{CHECKPOINT_DIR}/{LAST_CKPT}"
+    if (ckpt_dir / BEST_CKPT).exists():
+        artifacts["best_ckpt"] = f"{CHECKPOINT_DIR}/{BEST_CKPT}"
+    if record is not None:
+        record["artifacts"].update(artifacts)
+    return metrics
+
+
+def execute(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> Outcome:
+    """One run, start to record. Never raises for a run-level failure: returns it."""
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    overrides = list(overrides or [])
+    rank_zero = _is_rank_zero()
+    try:
+        run_id = compute_run_id(cfg)
+        existing = read_record(run_dir)
+    except CorruptRecordError:
+        existing = None
+    except Exception as exc:
+        log.error("run could not start: %s", _short_error(exc))
+        return Outcome(run_dir, "failed", _short_error(exc))
+
+    if existing is not None and existing.get("status") == "complete":
+        log.info("run %s is already complete: %s (skipped)", existing["run_id"], run_dir)
+        return Outcome(run_dir, "skipped", record=existing)
+
+    started = time.time()
+    record = None
+    try:
+        if rank_zero:
+            record = _start_record(cfg, run_dir, run_id, overrides)
+        metrics = _fit_and_evaluate(cfg, run_dir, record)
+    except BaseException as exc:
+        error = _short_error(exc)
+        if rank_zero:
+            if record is None:
+                record = new_record(run_id, str(cfg.get("name", "")), {}, overrides, {})
+            record.update(
+                status="failed",
+                error=error,
+                traceback=traceback.format_exc(limit=20),
+                finished=now_iso(),
+                duration_s=round((record.get("duration_s") or 0) + time.time() - started, 3),
+            )
+            write_record(run_dir, record)
+        log.error("run %s failed: %s", run_dir, error)
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        return Outcome(run_dir, "failed", error, record or {})
+
+    if record is None:  # not rank zero: the record belongs to rank 0
+        return Outcome(run_dir, "complete")
+    record.update(
+        status="complete",
+        error=None,
+        metrics={**record.get("metrics", {}), **metrics},
+        finished=now_iso(),
+        duration_s=round((record.get("duration_s") or 0) + time.time() - started, 3),
+    )
+    write_record(run_dir, record)
+    summary = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("test/"))
+    log.info("run complete: %s  %s", run_dir, summary)
+    return Outcome(run_dir, "complete", record=record)
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point of ``sweeplab train``."""
+    hydra_cfg = HydraConfig.get()
+    outcome = execute(cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task))
+    OUTCOMES.append(outcome)
+    if outcome.status == "failed" and hydra_cfg.mode != RunMode.MULTIRUN:
+        raise SystemExit(
+            f"sweeplab: run failed: {outcome.error}\n  record: {outcome.run_dir / 'record.json'}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Shared fixtures: compose configs the way `sweeplab train` does, in a temp run store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+
+from sweeplab.configs import config_dir
+from sweeplab.tracking.identity import register_resolvers
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+register_resolvers()
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never touch the network."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+
+
+def compose_config(overrides: list[str] = (), return_hydra_config: bool = False) -> DictConfig:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    """An empty run store with its own cache directory."""
+    return tmp_path
+
+
+@pytest.fixture
+def make_cfg(store: Path) -> Callable[..., DictConfig]:
+    """Compose the train config with paths pointing into the temp store."""
+
+    def _make(*overrides: str) -> DictConfig:
+        cfg = compose_config(
+            [
+                f"paths.root_dir={store}",
+                "trainer.enable_progress_bar=false",
+                *overrides,
+            ]
+        )
+        with open_dict(cfg):
+            pass
+        return cfg
+
+    return _make
+
+
+FAST = [
+    "trainer.max_epochs=2",
+    "data.val_fraction=0.2",
+]
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None):
+    """Run ``python -m sweeplab …`` in a subprocess and return the completed process."""
+    full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop("WANDB_API_KEY", None)
+    return subprocess.run(
+        [sys.executable, "-m", "sweeplab", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,141 @@
+"""The `sweeplab` command in subprocesses: sweeps, kill-and-resume, DDP, errors."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sweeplab.tracking.record import read_record
+from tests.conftest import run_cli
+
+QUICK = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false"]
+
+
+def records(root: Path) -> list[dict]:
+    return [read_record(p.parent) for p in sorted((root / "runs").glob("*/*/record.json"))]
+
+
+def test_sweep_writes_one_record_per_job_and_runs_lists_them(tmp_path):
+    result = run_cli(
+        ["train", "-m", "seed=0,1,2", *QUICK, f"paths.root_dir={tmp_path}"], cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = records(tmp_path)
+    assert sorted(r["config"]["seed"] for r in found) == [0, 1, 2]
+    assert all(r["status"] == "complete" for r in found)
+    assert "3 runs — 3 complete" in result.stdout
+    # Hydra's files stay inside the store: no stray outputs/ or multirun/.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".cache", "runs"]
+    assert list((tmp_path / "runs" / "_sweeps").glob("*/multirun.yaml"))
+    for record in found:
+        run_dir = tmp_path / "runs" / record["name"] / record["run_id"]
+        assert (run_dir / ".hydra" / "config.yaml").exists()
+
+    listing = run_cli(["runs", "--runs-dir", str(tmp_path / "runs")], cwd=tmp_path)
+    assert listing.returncode == 0
+    for record in found:
+        assert record["run_id"] in listing.stdout
+    assert "3 complete" in listing.stdout
+
+    again = run_cli(
+        ["train", "-m", "seed=0,1,2", *QUICK, f"paths.root_dir={tmp_path}"], cwd=tmp_path
+    )
+    assert again.returncode == 0
+    assert "3 already complete (skipped)" in again.stdout
+    assert len(records(tmp_path)) == 3
+
+
+def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
+    result = run_cli(
+        ["train", "-m", "data.batch_size=0,32", *QUICK, f"paths.root_dir={tmp_path}"], cwd=tmp_path
+    )
+    assert result.returncode == 1
+    statuses = sorted(r["status"] for r in records(tmp_path))
+    assert statuses == ["complete", "failed"]
+    assert "data.batch_size" in result.stdout
+
+
+def test_single_failed_run_exits_nonzero_with_the_reason(tmp_path):
+    result = run_cli(["train", "data.val_fraction=0", f"paths.root_dir={tmp_path}"], cwd=tmp_path)
+    assert result.returncode != 0
+    assert "data.val_fraction" in result.stderr
+    assert records(tmp_path)[0]["status"] == "failed"
+
+
+def test_unknown_option_lists_the_valid_ones(tmp_path):
+    result = run_cli(["train", "backbone=nope"], cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Available options in 'backbone'" in result.stderr
+    assert "small_cnn" in result.stderr
+
+
+def test_kill_after_first_checkpoint_then_resume(tmp_path):
+    """SIGKILL a run once last.ckpt exists; the relaunch finishes from that checkpoint."""
+    args = [
+        "train",
+        "trainer.max_epochs=12",
+        "trainer.enable_progress_bar=false",
+        f"paths.root_dir={tmp_path}",
+    ]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sweeplab", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    ckpts: list[Path] = []
+    while time.time() < deadline and not ckpts and process.poll() is None:
+        ckpts = list((tmp_path / "runs").glob("*/*/checkpoints/last.ckpt"))
+        time.sleep(0.02)
+    assert ckpts, "no checkpoint appeared"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    run_dir = ckpts[0].parents[1]
+    killed = read_record(run_dir)
+    assert killed["status"] == "running"
+
+    result = run_cli(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = read_record(run_dir)
+    assert record["status"] == "complete"
+    assert record["attempts"] == 2
+    assert record["resumed_from_epochs"] and 1 <= record["resumed_from_epochs"][0] < 12
+    assert record["metrics"]["test/cls/acc"] >= 0.9
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    epochs = [int(row["epoch"]) for row in rows if row.get("val/cls/acc")]
+    assert epochs == list(range(12)), "each epoch logged exactly once across the kill"
+
+
+@pytest.mark.timeout(600)
+def test_ddp_cpu_writes_one_record(tmp_path):
+    result = run_cli(
+        ["train", "trainer=ddp_cpu", *QUICK, f"paths.root_dir={tmp_path}"],
+        cwd=tmp_path,
+        timeout=500,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    found = records(tmp_path)
+    assert len(found) == 1
+    assert found[0]["status"] == "complete"
+    assert found[0]["config"]["trainer"]["devices"] == 2
+    import torch
+
+    run_dir = tmp_path / "runs" / found[0]["name"] / found[0]["run_id"]
+    cache = torch.load(run_dir / "eval_cache" / "test.pt", weights_only=True)
+    assert cache["labels"].shape[0] == 359  # every test sample once, no sampler padding
+
+
+def test_help_and_unknown_command(tmp_path):
+    assert run_cli(["--help"], cwd=tmp_path).returncode == 0
+    result = run_cli(["frobnicate"], cwd=tmp_path)
+    assert result.returncode == 2 and "unknown command" in result.stderr

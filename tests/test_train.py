@@ -1,0 +1,142 @@
+"""End-to-end runs of the training app: record, skip, resume, failure, determinism."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from sweeplab.tracking.identity import compute_run_id
+from sweeplab.tracking.record import read_record
+from sweeplab.train import execute
+from tests.conftest import FAST
+
+DIGITS_TEST_SIZE = 359  # the fixed stratified 20% of load_digits' 1,797 images
+
+
+def run_dir_of(store: Path, cfg) -> Path:
+    return store / "runs" / cfg.name / compute_run_id(cfg)
+
+
+def run(make_cfg, store: Path, *overrides: str):
+    cfg = make_cfg(*overrides)
+    return execute(cfg, run_dir_of(store, cfg), list(overrides))
+
+
+def test_default_run_end_to_end(make_cfg, store):
+    """The embedded default as `make train` runs it, with its own accuracy bar."""
+    outcome = run(make_cfg, store)
+    assert outcome.status == "complete", outcome.error
+    record = read_record(outcome.run_dir)
+    assert record["status"] == "complete" and record["error"] is None
+    metrics = record["metrics"]
+    assert metrics["test/cls/acc"] >= 0.95
+    assert 0 < metrics["test/cls/nll"] < 0.5
+    assert 0 <= metrics["test/cls/brier"] < 0.2
+    assert metrics["perf/train_samples_per_s"] > 0
+    assert record["provenance"]["versions"]["torch"].startswith("2.14")
+    for relative in record["artifacts"].values():
+        assert (outcome.run_dir / relative).exists(), relative
+    rows = list(csv.DictReader((outcome.run_dir / "metrics.csv").open()))
+    epochs = [int(row["epoch"]) for row in rows if row.get("val/cls/acc")]
+    assert epochs == list(range(record["config"]["trainer"]["max_epochs"]))
+    cache = torch.load(outcome.run_dir / "eval_cache" / "test.pt", weights_only=True)
+    assert cache["member_logits"].shape[1] == 1
+    assert cache["labels"].shape[0] == DIGITS_TEST_SIZE
+
+
+def test_complete_run_is_skipped_quickly(make_cfg, store):
+    first = run(make_cfg, store, *FAST)
+    assert first.status == "complete"
+    started = time.perf_counter()
+    second = run(make_cfg, store, *FAST)
+    assert second.status == "skipped"
+    assert time.perf_counter() - started < 5
+    assert read_record(second.run_dir)["attempts"] == 1
+
+
+def test_same_config_in_two_stores_gives_identical_metrics(make_cfg, tmp_path):
+    results = []
+    for name in ("a", "b"):
+        store = tmp_path / name
+        from tests.conftest import compose_config
+
+        cfg = compose_config(
+            [f"paths.root_dir={store}", "trainer.enable_progress_bar=false", *FAST]
+        )
+        outcome = execute(cfg, run_dir_of(store, cfg))
+        metrics = read_record(outcome.run_dir)["metrics"]
+        results.append({k: v for k, v in metrics.items() if not k.startswith("perf/")})
+    assert results[0] == results[1]
+
+
+def test_nan_loss_fails_the_run_with_the_reason(make_cfg, store):
+    outcome = run(
+        make_cfg, store, *FAST, "regime.optimizer.lr=1e12", "regime.optimizer.momentum=0.99"
+    )
+    assert outcome.status == "failed"
+    record = read_record(outcome.run_dir)
+    assert record["status"] == "failed"
+    assert "NaN or infinite" in record["error"]
+    assert "regime.optimizer.lr" in record["error"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.batch_size=0", "data.batch_size"),
+        ("data.val_fraction=1.5", "data.val_fraction"),
+        ("regime.optimizer.lr=-0.1", "regime.optimizer.lr"),
+        ("eval_checkpoint=middle", "eval_checkpoint"),
+    ],
+)
+def test_impossible_values_fail_before_training(make_cfg, store, override, message):
+    outcome = run(make_cfg, store, override)
+    assert outcome.status == "failed"
+    assert message in outcome.error
+    record = read_record(outcome.run_dir)
+    assert record["status"] == "failed" and message in record["error"]
+    assert not (outcome.run_dir / "checkpoints").exists()
+
+
+def test_missing_archive_says_where_it_looked(make_cfg, store):
+    outcome = run(make_cfg, store, "data=cifar10")
+    assert outcome.status == "failed"
+    assert "paths.data_dir" in outcome.error
+    assert str(store / "data") in outcome.error
+
+
+def test_corrupt_checkpoint_is_reported(make_cfg, store):
+    cfg = make_cfg(*FAST)
+    run_dir = run_dir_of(store, cfg)
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
+    outcome = execute(cfg, run_dir)
+    assert outcome.status == "failed"
+    assert "corrupt" in outcome.error and "last.ckpt" in outcome.error
+    assert read_record(run_dir)["status"] == "failed"
+
+
+def test_failed_run_is_retried_on_relaunch(make_cfg, store):
+    cfg = make_cfg(*FAST)
+    run_dir = run_dir_of(store, cfg)
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"garbage")
+    assert execute(cfg, run_dir).status == "failed"
+    (run_dir / "checkpoints" / "last.ckpt").unlink()
+    outcome = execute(cfg, run_dir)
+    assert outcome.status == "complete"
+    record = read_record(run_dir)
+    assert record["attempts"] == 2 and record["error"] is None
+
+
+def test_record_json_is_valid_json_with_schema(make_cfg, store):
+    outcome = run(make_cfg, store, *FAST, "backbone=mlp")
+    record = json.loads((outcome.run_dir / "record.json").read_text())
+    assert record["config"]["backbone"]["name"] == "mlp"
+    assert record["overrides"] == [*FAST, "backbone=mlp"]
+    assert (outcome.run_dir / "config.yaml").exists()
