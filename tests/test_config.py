@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -127,7 +132,24 @@ def test_unknown_key_is_refused():
         compose_config(["data.batchsize=3"])
 
 
-def test_configs_ship_inside_the_wheel():
-    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
-    assert '"sweeplab.conf" = "conf"' in pyproject
-    assert (CONF / "train.yaml").is_file()
+def test_configs_ship_inside_the_wheel(tmp_path):
+    """An installed sweeplab (no checkout around it) finds every config file."""
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path / "dist"), str(repo)],
+        check=True, capture_output=True, timeout=240,
+    )
+    wheel = next((tmp_path / "dist").glob("sweeplab-*.whl"))
+    shutil.rmtree(repo / "build", ignore_errors=True)
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {name for name in archive.namelist() if name.startswith("sweeplab/conf/")}
+        archive.extractall(tmp_path / "site")
+    expected = {f"sweeplab/conf/{p.relative_to(CONF).as_posix()}" for p in CONF.rglob("*.yaml")}
+    assert expected and expected == shipped
+    found = subprocess.run(
+        [sys.executable, "-c", "from sweeplab.configs import config_dir; print(config_dir())"],
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    assert Path(found) == (tmp_path / "site" / "sweeplab" / "conf").resolve()

@@ -1,4 +1,8 @@
-"""Locate the Hydra config tree: inside the installed wheel, or ``conf/`` of a checkout."""
+"""Locate the Hydra config tree shipped with sweeplab.
+
+In a checkout ``src/sweeplab/conf`` is a link to the top-level ``conf/``; in an
+installed wheel it is a real directory. Either way it sits beside this file.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,7 @@ from pathlib import Path
 
 def config_dir() -> Path:
     """The directory holding ``train.yaml`` and the config groups."""
-    packaged = Path(__file__).resolve().parent / "conf"
-    if (packaged / "train.yaml").is_file():
-        return packaged
-    checkout = Path(__file__).resolve().parents[2] / "conf"
-    if (checkout / "train.yaml").is_file():
-        return checkout
-    raise FileNotFoundError(
-        f"sweeplab's configs were not found in {packaged} or {checkout}; reinstall sweeplab"
-    )
+    here = Path(__file__).resolve().parent / "conf"
+    if not (here / "train.yaml").is_file():
+        raise FileNotFoundError(f"sweeplab's configs are missing from {here}; reinstall sweeplab")
+    return here
