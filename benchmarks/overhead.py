@@ -122,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
 
     names = list(WORKLOADS) if args.workload == "all" else [args.workload]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds")
-    print(f"{'workload':<12} {'plain samples/s':>16} {'sweeplab samples/s':>19} {'ratio':>7} "
-          f"{'wall ratio':>11}")
+    print(
+        f"{'workload':<12} {'plain samples/s':>16} {'sweeplab samples/s':>19} {'ratio':>7} "
+        f"{'wall ratio':>11}"
+    )
     for name in names:
         ratios, wall_ratios, plain_rates, runner_rates = [], [], [], []
         for round_index in range(args.rounds):

@@ -69,7 +69,14 @@ FAST = [
 
 def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None):
     """Run ``python -m sweeplab …`` in a subprocess and return the completed process."""
-    full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", **(env or {})}
+    # One thread per process: sweeps and DDP ranks share the two cores.
+    full_env = {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "PYTHONUNBUFFERED": "1",
+        "OMP_NUM_THREADS": "1",
+        **(env or {}),
+    }
     full_env.pop("WANDB_API_KEY", None)
     return subprocess.run(
         [sys.executable, "-m", "sweeplab", *args],

@@ -84,7 +84,7 @@ def test_kill_after_first_checkpoint_then_resume(tmp_path):
         "trainer.enable_progress_bar=false",
         f"paths.root_dir={tmp_path}",
     ]
-    env = {**os.environ, "WANDB_MODE": "offline"}
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}  # as run_cli
     process = subprocess.Popen(
         [sys.executable, "-m", "sweeplab", *args],
         cwd=tmp_path,

@@ -136,9 +136,21 @@ def test_configs_ship_inside_the_wheel(tmp_path):
     """An installed sweeplab (no checkout around it) finds every config file."""
     repo = Path(__file__).resolve().parents[1]
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path / "dist"), str(repo)],
-        check=True, capture_output=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(repo),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=240,
     )
     wheel = next((tmp_path / "dist").glob("sweeplab-*.whl"))
     shutil.rmtree(repo / "build", ignore_errors=True)
@@ -150,6 +162,9 @@ def test_configs_ship_inside_the_wheel(tmp_path):
     found = subprocess.run(
         [sys.executable, "-c", "from sweeplab.configs import config_dir; print(config_dir())"],
         env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
-        cwd=tmp_path, capture_output=True, text=True, check=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     assert Path(found) == (tmp_path / "site" / "sweeplab" / "conf").resolve()

@@ -103,7 +103,7 @@ def test_record_rejects_bad_status(tmp_path):
 )
 def test_corrupt_records_are_reported(tmp_path, text):
     atomic_write_text(tmp_path / "record.json", text)
-    with pytest.raises(CorruptRecordError, match="record.json"):
+    with pytest.raises(CorruptRecordError, match=r"record\.json"):
         read_record(tmp_path)
 
 

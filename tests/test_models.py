@@ -457,6 +457,7 @@ def test_pretrained_flag_reaches_timm(monkeypatch):
 
 
 def test_small_cnn_learns_digits():
+    """The default model must reach ≥ 97% on held-out digits in a few epochs."""
     digits = load_digits()
     x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
     y = torch.tensor(digits.target)
@@ -473,7 +474,7 @@ def test_small_cnn_learns_digits():
     )
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     model.train()
-    for _ in range(4):  # 4 epochs of 22 steps
+    for _ in range(6):  # 6 epochs of 22 steps; seeds 0-5 all reach ≥ 0.985
         order = train[torch.randperm(len(train), generator=generator)]
         for i in range(0, len(order), 64):
             idx = order[i : i + 64]
@@ -484,5 +485,4 @@ def test_small_cnn_learns_digits():
     model.eval()
     with torch.no_grad():
         acc = (model(x[test]).argmax(1) == y[test]).float().mean().item()
-    print(f"digits test accuracy {acc:.4f}")
-    assert acc > 0.95
+    assert acc >= 0.97, f"digits test accuracy {acc:.4f}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -25,7 +27,7 @@ def test_cosine_starts_at_base_and_ends_at_min():
     assert lrs[0] == pytest.approx(1.0)
     assert lrs[50] == pytest.approx(0.1 + 0.9 * 0.5, abs=1e-9)
     assert lrs[-1] == pytest.approx(0.1, abs=1e-3)
-    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(lrs))
 
 
 def test_warmup_is_linear():

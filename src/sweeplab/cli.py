@@ -63,7 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"sweeplab: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    return COMMANDS[command](rest)
+    try:
+        return COMMANDS[command](rest)
+    except BrokenPipeError:  # e.g. `sweeplab runs | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

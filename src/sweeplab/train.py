@@ -90,7 +90,9 @@ def _short_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def _start_record(cfg: DictConfig, run_dir: Path, run_id: str, overrides: list[str]) -> dict:
+def _start_record(
+    cfg: DictConfig, run_dir: Path, run_id: str, overrides: list[str], choices: dict[str, str]
+) -> dict:
     """The record this attempt continues: a new one, or the previous attempt's."""
     from sweeplab.tracking.loggers import new_wandb_id
     from sweeplab.tracking.provenance import collect_provenance
@@ -115,6 +117,7 @@ def _start_record(cfg: DictConfig, run_dir: Path, run_id: str, overrides: list[s
             overrides=overrides,
             provenance=provenance,
         )
+    record["choices"] = choices
     record.setdefault("logger_ids", {})
     record["logger_ids"].setdefault("wandb", new_wandb_id(run_id))
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(config))
@@ -239,8 +242,17 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, record: dict | None) -> di
     return metrics
 
 
-def execute(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> Outcome:
-    """One run, start to record. Never raises for a run-level failure: returns it."""
+def execute(
+    cfg: DictConfig,
+    run_dir: Path,
+    overrides: list[str] | None = None,
+    choices: dict[str, str] | None = None,
+) -> Outcome:
+    """One run, start to record. Never raises for a run-level failure: returns it.
+
+    ``choices`` maps config groups to the option chosen (Hydra's runtime choices),
+    so the store can filter by ``backbone=timm`` even when it was a default.
+    """
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     overrides = list(overrides or [])
@@ -262,7 +274,7 @@ def execute(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) 
     record = None
     try:
         if rank_zero:
-            record = _start_record(cfg, run_dir, run_id, overrides)
+            record = _start_record(cfg, run_dir, run_id, overrides, dict(choices or {}))
         metrics = _fit_and_evaluate(cfg, run_dir, record)
     except BaseException as exc:
         error = _short_error(exc)
@@ -301,7 +313,14 @@ def execute(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) 
 def main(cfg: DictConfig) -> None:
     """Hydra entry point of ``sweeplab train``."""
     hydra_cfg = HydraConfig.get()
-    outcome = execute(cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task))
+    choices = {
+        group: str(option)
+        for group, option in hydra_cfg.runtime.choices.items()
+        if not group.startswith("hydra") and option is not None
+    }
+    outcome = execute(
+        cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task), choices
+    )
     OUTCOMES.append(outcome)
     if outcome.status == "failed" and hydra_cfg.mode != RunMode.MULTIRUN:
         raise SystemExit(
