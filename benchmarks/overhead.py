@@ -1,11 +1,13 @@
 """Throughput of sweeplab's runner against a plain PyTorch loop, side by side in one process.
 
-Both train the same backbone (same init, optimizer, schedule) on the same in-memory
+All three train the same backbone (same init, optimizer, schedule) on the same in-memory
 data through the same batched preprocessing for the same number of epochs. The
 runner runs exactly as ``sweeplab train`` does, with its default logging
 (metrics.csv, checkpoints every epoch, validation every epoch); its training
 throughput is the median over epochs after the first, measured by its own
-callback, and the plain loop's is measured the same way. The whole-run wall time
+callback, and the plain loop's and a bare Lightning module's are measured the
+same way, so per-step cost that belongs to Lightning itself is told apart from
+what sweeplab adds. The whole-run wall time
 (runner: fit + validation + checkpoints + evaluation) is reported beside it.
 
     python benchmarks/overhead.py                   # two workloads, 3 interleaved rounds
@@ -20,8 +22,10 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
@@ -97,6 +101,77 @@ def plain_loop(cfg) -> tuple[float, float]:
     return statistics.median(rates[1:] if len(rates) > 1 else rates), time.perf_counter() - started
 
 
+class _EpochTimer(pl.Callback):
+    """Training samples/s per epoch, timed like sweeplab's own throughput callback."""
+
+    def __init__(self) -> None:
+        self.rates: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.start, self.samples = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.samples += len(batch[0])
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.rates.append(self.samples / (time.perf_counter() - self.start))
+
+
+class _BareModule(pl.LightningModule):
+    """The least a Lightning user writes: forward, loss, optimizer, schedule."""
+
+    def __init__(self, backbone, optimizer_factory, scheduler_factory, steps: int, per_epoch: int):
+        super().__init__()
+        self.backbone = backbone
+        self.factories = (optimizer_factory, scheduler_factory, steps, per_epoch)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self.backbone(x), y)
+
+    def configure_optimizers(self):
+        make_optimizer, make_scheduler, steps, per_epoch = self.factories
+        optimizer = make_optimizer(self.parameters())
+        scheduler = make_scheduler(optimizer, total_steps=steps, steps_per_epoch=per_epoch)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+
+def bare_lightning(cfg) -> float:
+    """Lightning with no loggers, checkpoints or validation: the framework's own floor."""
+    torch.manual_seed(int(cfg.seed))
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    channels, height, _ = datamodule.image_shape
+    backbone = instantiate(
+        cfg.backbone, num_classes=datamodule.num_classes, in_chans=channels, image_size=height
+    )
+    regime = instantiate(cfg.regime, backbone=backbone)
+    epochs = int(cfg.trainer.max_epochs)
+    per_epoch = len(datamodule.loader("train", train=True))
+    module = _BareModule(
+        backbone, regime.optimizer_factory, regime.scheduler_factory, epochs * per_epoch, per_epoch
+    )
+    timer = _EpochTimer()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        callbacks=[timer],
+    )
+    trainer.fit(module, datamodule=datamodule)
+    return statistics.median(timer.rates[1:] if len(timer.rates) > 1 else timer.rates)
+
+
 def sweeplab_runner(cfg, root: Path) -> tuple[float, float]:
     """Train through ``execute`` exactly as the CLI does; returns (samples/s, wall s)."""
     run_dir = root / "runs" / str(cfg.name) / compute_run_id(cfg)
@@ -119,35 +194,43 @@ def main(argv: list[str] | None = None) -> int:
     register_resolvers()
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     logging.getLogger("sweeplab").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore")
 
     names = list(WORKLOADS) if args.workload == "all" else [args.workload]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds")
+    print("training samples/s (median of rounds, epochs after the first):")
     print(
-        f"{'workload':<12} {'plain samples/s':>16} {'sweeplab samples/s':>19} {'ratio':>7} "
-        f"{'wall ratio':>11}"
+        f"{'workload':<12} {'plain':>9} {'bare Lightning':>14} {'sweeplab':>10} "
+        f"{'sweeplab/plain':>15} {'sweeplab/bare PL':>16} {'wall ratio':>11}"
     )
+    measure = {
+        "plain": lambda cfg, root: plain_loop(cfg),
+        "bare": lambda cfg, root: bare_lightning(cfg),
+        "runner": sweeplab_runner,
+    }
     for name in names:
-        ratios, wall_ratios, plain_rates, runner_rates = [], [], [], []
+        results: dict[str, list] = {side: [] for side in measure}
         for round_index in range(args.rounds):
             with tempfile.TemporaryDirectory() as tmp:
                 cfg = compose_workload([*WORKLOADS[name], f"seed={round_index}"], Path(tmp))
-                # Alternate the order so neither side always runs on a warmer machine.
-                if round_index % 2 == 0:
-                    plain_rate, plain_wall = plain_loop(cfg)
-                    runner_rate, runner_wall = sweeplab_runner(cfg, Path(tmp))
-                else:
-                    runner_rate, runner_wall = sweeplab_runner(cfg, Path(tmp))
-                    plain_rate, plain_wall = plain_loop(cfg)
-            plain_rates.append(plain_rate)
-            runner_rates.append(runner_rate)
-            ratios.append(runner_rate / plain_rate)
-            wall_ratios.append(plain_wall / runner_wall)
+                # Rotate the order so no side always runs on a warmer (or hotter) machine.
+                for offset in range(len(measure)):
+                    side = list(measure)[(round_index + offset) % len(measure)]
+                    results[side].append(measure[side](cfg, Path(tmp)))
+        plain, bare, runner = results["plain"], results["bare"], results["runner"]
+        plain_rate = statistics.median(rate for rate, _ in plain)
+        bare_rate = statistics.median(bare)
+        runner_rate = statistics.median(rate for rate, _ in runner)
+        ratios = [r / p for (r, _), (p, _) in zip(runner, plain, strict=True)]
+        over_bare = [r / b for (r, _), b in zip(runner, bare, strict=True)]
+        walls = [pw / rw for (_, rw), (_, pw) in zip(runner, plain, strict=True)]
         print(
-            f"{name:<12} {statistics.median(plain_rates):>16.0f} "
-            f"{statistics.median(runner_rates):>19.0f} {statistics.median(ratios):>7.3f} "
-            f"{statistics.median(wall_ratios):>11.3f}"
+            f"{name:<12} {plain_rate:>9.0f} {bare_rate:>14.0f} {runner_rate:>10.0f} "
+            f"{statistics.median(ratios):>15.3f} {statistics.median(over_bare):>16.3f} "
+            f"{statistics.median(walls):>11.3f}"
         )
-    print("ratio: sweeplab / plain training throughput (median of rounds; ≥ 0.95 is the target)")
+    print("sweeplab/plain: the framework's throughput against a hand-written loop (target ≥ 0.95)")
+    print("sweeplab/bare PL: against Lightning with nothing of sweeplab's (logging, checkpoints)")
     print("wall ratio: plain loop time / whole sweeplab run (adds validation, checkpoints, eval)")
     return 0
 

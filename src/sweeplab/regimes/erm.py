@@ -52,8 +52,11 @@ class ERM(pl.LightningModule):
         self.label_smoothing = label_smoothing
         self.check_finite_every = check_finite_every
         self.regime_name = name
-        # A device-side flag, read only every few steps: no host sync per step.
+        # Device-side accumulators, read once per epoch (the finite flag every few
+        # steps): no host sync and no logging machinery inside the training step.
         self.register_buffer("_nonfinite", torch.zeros((), dtype=torch.bool), persistent=False)
+        self.register_buffer("_loss_sum", torch.zeros(()), persistent=False)
+        self.register_buffer("_loss_count", torch.zeros(()), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.backbone(x)
@@ -69,14 +72,26 @@ class ERM(pl.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         loss = self.training_loss(self(x), y)
-        self._nonfinite |= ~torch.isfinite(loss.detach())
+        self.track_loss(loss, x.shape[0], batch_idx)
+        return loss
+
+    def track_loss(self, loss: Tensor, batch_size: int, batch_idx: int) -> None:
+        """Accumulate the epoch's mean loss and watch for NaN/Inf, without syncing."""
+        detached = loss.detach()
+        self._nonfinite |= ~torch.isfinite(detached)
+        self._loss_sum += detached.float() * batch_size
+        self._loss_count += batch_size
         if (batch_idx + 1) % self.check_finite_every == 0:
             self._raise_if_nonfinite()
-        self.log("train/cls/loss", loss, on_step=False, on_epoch=True, batch_size=x.shape[0])
-        return loss
+
+    def on_train_epoch_start(self) -> None:
+        self._loss_sum.zero_()
+        self._loss_count.zero_()
 
     def on_train_epoch_end(self) -> None:
         self._raise_if_nonfinite()
+        mean_loss = self._loss_sum / self._loss_count.clamp_min(1)
+        self.log("train/cls/loss", mean_loss, on_epoch=True, sync_dist=True)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_epoch=True)
 
     def _raise_if_nonfinite(self) -> None:
