@@ -140,3 +140,20 @@ def test_record_json_is_valid_json_with_schema(make_cfg, store):
     assert record["config"]["backbone"]["name"] == "mlp"
     assert record["overrides"] == [*FAST, "backbone=mlp"]
     assert (outcome.run_dir / "config.yaml").exists()
+
+
+def test_wandb_offline_keeps_one_run_id_across_attempts(make_cfg, store):
+    cfg = make_cfg(*FAST, "logger=wandb")
+    run_dir = run_dir_of(store, cfg)
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"garbage")
+    assert execute(cfg, run_dir).status == "failed"
+    wandb_id = read_record(run_dir)["logger_ids"]["wandb"]
+    assert wandb_id.startswith(compute_run_id(cfg))
+
+    (run_dir / "checkpoints" / "last.ckpt").unlink()
+    assert execute(cfg, run_dir).status == "complete"
+    assert read_record(run_dir)["logger_ids"]["wandb"] == wandb_id
+    offline_runs = list((run_dir / "wandb").glob(f"offline-run-*-{wandb_id}"))
+    assert len(offline_runs) == 1
+    assert (run_dir / "metrics.csv").exists()

@@ -182,6 +182,9 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, record: dict | None) -> di
         previous = read_record(run_dir) or {}
         wandb_id = previous.get("logger_ids", {}).get("wandb")
     loggers = build_loggers(cfg.get("logger"), run_dir, f"{cfg.name}/{run_dir.name}", wandb_id)
+    config = resolved_config(cfg)
+    for logger in loggers:
+        logger.log_hyperparams(config)  # the CSV logger ignores it: config.yaml has it
     trainer: pl.Trainer = instantiate(
         cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir)
     )
