@@ -30,12 +30,11 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.utils import instantiate
 
 from sweeplab.configs import config_dir
 from sweeplab.tracking.identity import compute_run_id, register_resolvers
 from sweeplab.tracking.record import read_record
-from sweeplab.train import execute
+from sweeplab.train import build_components, execute
 
 WORKLOADS = {
     # The embedded default: digits, small CNN, batch 64.
@@ -71,14 +70,8 @@ def plain_loop(cfg) -> tuple[float, float]:
     """Train with a hand-written loop; returns (median samples/s after epoch 1, wall s)."""
     started = time.perf_counter()
     torch.manual_seed(int(cfg.seed))
-    datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    channels, height, _ = datamodule.image_shape
-    model = instantiate(
-        cfg.backbone, num_classes=datamodule.num_classes, in_chans=channels, image_size=height
-    )
-    regime = instantiate(cfg.regime, backbone=model)
+    datamodule, regime = build_components(cfg)
+    model = regime.backbone
     optimizer = regime.optimizer_factory(model.parameters())
     loader = datamodule.loader("train", train=True)
     epochs = int(cfg.trainer.max_epochs)
@@ -142,14 +135,8 @@ class _BareModule(pl.LightningModule):
 def bare_lightning(cfg) -> float:
     """Lightning with no loggers, checkpoints or validation: the framework's own floor."""
     torch.manual_seed(int(cfg.seed))
-    datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    channels, height, _ = datamodule.image_shape
-    backbone = instantiate(
-        cfg.backbone, num_classes=datamodule.num_classes, in_chans=channels, image_size=height
-    )
-    regime = instantiate(cfg.regime, backbone=backbone)
+    datamodule, regime = build_components(cfg)
+    backbone = regime.backbone
     epochs = int(cfg.trainer.max_epochs)
     per_epoch = len(datamodule.loader("train", train=True))
     module = _BareModule(

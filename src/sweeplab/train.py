@@ -140,6 +140,20 @@ def _checkpoint_epoch(path: Path) -> int:
         ) from exc
 
 
+def build_components(cfg: DictConfig):
+    """The data (set up) and the regime around its backbone, sized from the data."""
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    channels, height, _ = datamodule.image_shape
+    backbone = instantiate(
+        cfg.backbone, num_classes=datamodule.num_classes, in_chans=channels, image_size=height
+    )
+    return datamodule, instantiate(cfg.regime, backbone=backbone)
+
+
 def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, record: dict | None) -> dict | None:
     """Train and evaluate. Returns the metrics on rank 0, ``None`` on other ranks."""
     import pytorch_lightning as pl
@@ -156,14 +170,7 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, record: dict | None) -> di
     _quiet_third_party_noise()
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
-    datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    channels, height, _ = datamodule.image_shape
-    backbone = instantiate(
-        cfg.backbone, num_classes=datamodule.num_classes, in_chans=channels, image_size=height
-    )
-    module = instantiate(cfg.regime, backbone=backbone)
+    datamodule, module = build_components(cfg)
 
     ckpt_dir = run_dir / CHECKPOINT_DIR
     callbacks = []
