@@ -157,3 +157,29 @@ def test_wandb_offline_keeps_one_run_id_across_attempts(make_cfg, store):
     offline_runs = list((run_dir / "wandb").glob(f"offline-run-*-{wandb_id}"))
     assert len(offline_runs) == 1
     assert (run_dir / "metrics.csv").exists()
+
+
+@pytest.mark.parametrize("preset", ["fdr", "limit", "overfit"])
+def test_debug_presets_run_to_a_complete_record(make_cfg, store, preset):
+    extra = ["trainer.max_epochs=3"] if preset == "overfit" else []
+    outcome = run(make_cfg, store, f"debug={preset}", *extra)
+    assert outcome.status == "complete", outcome.error
+    assert "test/cls/acc" in read_record(outcome.run_dir)["metrics"]
+
+
+def test_example_experiment_runs(make_cfg, store):
+    outcome = run(make_cfg, store, "experiment=digits_mlp", "trainer.max_epochs=3")
+    assert outcome.status == "complete", outcome.error
+    record = read_record(outcome.run_dir)
+    assert record["name"] == "digits_mlp"
+    assert outcome.run_dir.parent.name == "digits_mlp"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_default_on_gpu(make_cfg, store):
+    outcome = run(make_cfg, store, "trainer=gpu")
+    assert outcome.status == "complete", outcome.error
+    record = read_record(outcome.run_dir)
+    assert record["metrics"]["test/cls/acc"] >= 0.95
+    assert record["provenance"]["device"].startswith("cuda")
