@@ -8,6 +8,7 @@ failure is written to the record instead of stopping the other jobs of a sweep.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import traceback
 import warnings
@@ -70,9 +71,11 @@ OUTCOMES: list[Outcome] = []
 
 
 def _is_rank_zero() -> bool:
-    from lightning_fabric.utilities.rank_zero import _get_rank
-
-    return (_get_rank() or 0) == 0
+    """Rank from the launcher's environment, as Lightning reads it, without importing torch."""
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if key in os.environ:
+            return int(os.environ[key]) == 0
+    return True
 
 
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:
