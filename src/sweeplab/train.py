@@ -137,9 +137,15 @@ def _checkpoint_epoch(path: Path) -> int:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         return int(checkpoint["epoch"])
     except Exception as exc:
+        if isinstance(exc, EOFError):
+            reason = "the file is empty or truncated"
+        elif type(exc).__name__ == "UnpicklingError":
+            reason = "not a checkpoint that loads safely with torch.load(weights_only=True)"
+        else:
+            reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
         raise RuntimeError(
-            f"cannot resume: checkpoint {path} is corrupt or unreadable ({type(exc).__name__}: "
-            f"{exc}). Delete it to restart this run from scratch."
+            f"cannot resume: checkpoint {path} is corrupt or unreadable ({reason}). "
+            "Delete it to restart this run from scratch."
         ) from exc
 
 
@@ -160,13 +166,9 @@ def build_components(cfg: DictConfig):
 def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, record: dict | None) -> dict | None:
     """Train and evaluate. Returns the metrics on rank 0, ``None`` on other ranks."""
     import pytorch_lightning as pl
-    import torch
     from hydra.utils import instantiate
 
-    from sweeplab.evaluation.cache import collect_outputs, save_outputs
-    from sweeplab.metrics.classification import classification_metrics
-    from sweeplab.tracking.loggers import build_loggers, close_loggers, csv_logger, publish_summary
-    from sweeplab.tracking.throughput import TrainThroughput
+    from sweeplab.tracking.loggers import build_loggers, close_loggers
 
     if cfg.eval_checkpoint not in ("last", "best"):
         raise ValueError(f"eval_checkpoint must be 'last' or 'best', got {cfg.eval_checkpoint!r}")
@@ -192,6 +194,31 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, record: dict | None) -> di
         previous = read_record(run_dir) or {}
         wandb_id = previous.get("logger_ids", {}).get("wandb")
     loggers = build_loggers(cfg.get("logger"), run_dir, f"{cfg.name}/{run_dir.name}", wandb_id)
+    try:
+        return _train_and_evaluate(cfg, run_dir, record, datamodule, module, callbacks, loggers)
+    except BaseException:
+        close_loggers(loggers, failed=True)  # never leave a W&B run open for the next job
+        raise
+
+
+def _train_and_evaluate(
+    cfg: DictConfig,
+    run_dir: Path,
+    record: dict | None,
+    datamodule,
+    module,
+    callbacks: list,
+    loggers: list,
+) -> dict | None:
+    """Fit (resuming from last.ckpt if there is one), then evaluate once on rank 0."""
+    import pytorch_lightning as pl
+    import torch
+    from hydra.utils import instantiate
+
+    from sweeplab.tracking.loggers import close_loggers, csv_logger, publish_summary
+    from sweeplab.tracking.throughput import TrainThroughput
+
+    ckpt_dir = run_dir / CHECKPOINT_DIR
     config = resolved_config(cfg)
     for logger in loggers:
         logger.log_hyperparams(config)  # the CSV logger ignores it: config.yaml has it
@@ -225,17 +252,7 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, record: dict | None) -> di
     # Lightning moves the model back to the CPU at teardown; evaluate where it trained.
     device = trainer.strategy.root_device
     module.to(device).eval()
-    metrics: dict[str, float] = {}
-    artifacts: dict[str, str] = {}
-    for split in ("val", "test"):
-        outputs = collect_outputs(
-            module.predict_eval,
-            datamodule.loader(split),
-            lambda x: datamodule.preprocess(x, train=False),
-            device,
-        )
-        artifacts[f"eval_cache/{split}"] = str(save_outputs(outputs, run_dir, split))
-        metrics.update(classification_metrics(outputs.member_logits, outputs.labels, split))
+    metrics, artifacts = _evaluate(module, datamodule, device, run_dir)
 
     throughput = next((cb for cb in callbacks if isinstance(cb, TrainThroughput)), None)
     if throughput is not None and throughput.summary() is not None:
@@ -253,6 +270,25 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, record: dict | None) -> di
     if record is not None:
         record["artifacts"].update(artifacts)
     return metrics
+
+
+def _evaluate(module, datamodule, device, run_dir: Path) -> tuple[dict, dict]:
+    """One pass over each split into the eval cache, then the metrics from the cache."""
+    from sweeplab.evaluation.cache import collect_outputs, save_outputs
+    from sweeplab.metrics.classification import classification_metrics
+
+    metrics: dict[str, float] = {}
+    artifacts: dict[str, str] = {}
+    for split in ("val", "test"):
+        outputs = collect_outputs(
+            module.predict_eval,
+            datamodule.loader(split),
+            lambda x: datamodule.preprocess(x, train=False),
+            device,
+        )
+        artifacts[f"eval_cache/{split}"] = str(save_outputs(outputs, run_dir, split))
+        metrics.update(classification_metrics(outputs.member_logits, outputs.labels, split))
+    return metrics, artifacts
 
 
 def execute(

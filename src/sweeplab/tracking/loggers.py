@@ -92,16 +92,18 @@ def publish_summary(loggers: list[Any], metrics: dict[str, float], step: int) ->
             logger.save()
 
 
-def close_loggers(loggers: list[Any]) -> None:
-    """Finish W&B runs and say how to upload offline ones."""
+def close_loggers(loggers: list[Any], failed: bool = False) -> None:
+    """Finish W&B runs (marked failed when the run failed); say how to upload offline ones."""
     for logger in loggers:
         if type(logger).__name__ != "WandbLogger":
             continue
-        experiment = logger.experiment
+        experiment = getattr(logger, "_experiment", None)  # None: no W&B run was started
+        if experiment is None or not hasattr(experiment, "finish"):
+            continue
         offline = getattr(experiment.settings, "mode", "") == "offline" or getattr(
             experiment.settings, "_offline", False
         )
         run_path = Path(experiment.dir).parent
-        experiment.finish()
+        experiment.finish(exit_code=1 if failed else 0)
         if offline:
             log.info("W&B run saved offline; upload it with:  wandb sync %s", run_path)
