@@ -327,6 +327,8 @@ def execute(
         metrics = _fit_and_evaluate(cfg, run_dir, record)
     except BaseException as exc:
         error = _short_error(exc)
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            error = f"interrupted ({error}); relaunch to resume from checkpoints/last.ckpt"
         if rank_zero:
             if record is None:
                 record = new_record(run_id, str(cfg.get("name", "")), {}, overrides, {})
