@@ -52,11 +52,11 @@ class ERM(pl.LightningModule):
         self.label_smoothing = label_smoothing
         self.check_finite_every = check_finite_every
         self.regime_name = name
-        # Device-side accumulators, read once per epoch (the finite flag every few
-        # steps): no host sync and no logging machinery inside the training step.
-        self.register_buffer("_nonfinite", torch.zeros((), dtype=torch.bool), persistent=False)
+        # The epoch's loss sum stays on the device and is read every few steps: a NaN
+        # or Inf loss makes the sum non-finite, so one in-place add per step both
+        # feeds the epoch mean and watches for divergence, without a host sync.
         self.register_buffer("_loss_sum", torch.zeros(()), persistent=False)
-        self.register_buffer("_loss_count", torch.zeros(()), persistent=False)
+        self._loss_count = 0
 
     def forward(self, x: Tensor) -> Tensor:
         return self.backbone(x)
@@ -77,25 +77,23 @@ class ERM(pl.LightningModule):
 
     def track_loss(self, loss: Tensor, batch_size: int, batch_idx: int) -> None:
         """Accumulate the epoch's mean loss and watch for NaN/Inf, without syncing."""
-        detached = loss.detach()
-        self._nonfinite |= ~torch.isfinite(detached)
-        self._loss_sum += detached.float() * batch_size
+        self._loss_sum.add_(loss.detach(), alpha=batch_size)
         self._loss_count += batch_size
         if (batch_idx + 1) % self.check_finite_every == 0:
             self._raise_if_nonfinite()
 
     def on_train_epoch_start(self) -> None:
         self._loss_sum.zero_()
-        self._loss_count.zero_()
+        self._loss_count = 0
 
     def on_train_epoch_end(self) -> None:
         self._raise_if_nonfinite()
-        mean_loss = self._loss_sum / self._loss_count.clamp_min(1)
+        mean_loss = (self._loss_sum / max(self._loss_count, 1)).float()
         self.log("train/cls/loss", mean_loss, on_epoch=True, sync_dist=True)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_epoch=True)
 
     def _raise_if_nonfinite(self) -> None:
-        if bool(self._nonfinite):
+        if not bool(torch.isfinite(self._loss_sum)):
             raise NonFiniteLossError(
                 f"training loss became NaN or infinite in epoch {self.current_epoch} "
                 f"(by global step {self.global_step}); lower regime.optimizer.lr, add warm-up "
