@@ -147,3 +147,27 @@ def test_help_and_unknown_command(tmp_path):
     assert run_cli(["--help"], cwd=tmp_path).returncode == 0
     result = run_cli(["frobnicate"], cwd=tmp_path)
     assert result.returncode == 2 and "unknown command" in result.stderr
+
+
+@pytest.mark.timeout(600)
+def test_ddp_jobs_inside_a_sweep_give_one_record_each(tmp_path):
+    """Lightning's DDP relaunch must not re-run the sweep (DESIGN §10)."""
+    result = run_cli(
+        ["train", "-m", "trainer=ddp_cpu", "seed=0,1", *QUICK, f"paths.root_dir={tmp_path}"],
+        cwd=tmp_path,
+        timeout=500,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    found = records(tmp_path)
+    assert sorted(r["config"]["seed"] for r in found) == [0, 1]
+    assert all(r["status"] == "complete" for r in found)
+    assert len(list((tmp_path / "runs" / "_sweeps").iterdir())) == 1
+    assert "2 runs — 2 complete" in result.stdout
+
+    again = run_cli(
+        ["train", "-m", "trainer=ddp_cpu", "seed=0,1", *QUICK, f"paths.root_dir={tmp_path}"],
+        cwd=tmp_path,
+    )
+    assert again.returncode == 0
+    assert "2 already complete (skipped)" in again.stdout
+    assert len(records(tmp_path)) == 2

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import time
 import traceback
 import warnings
@@ -360,20 +362,58 @@ def execute(
     return Outcome(run_dir, "complete", record=record)
 
 
+def _spawns_processes(cfg: DictConfig) -> bool:
+    """True when Lightning would start its own worker processes for this run (DDP)."""
+    devices = cfg.trainer.get("devices", 1)
+    return str(devices) not in ("1", "[0]", "None") and "LOCAL_RANK" not in os.environ
+
+
+def execute_in_own_process(run_dir: Path, overrides: list[str]) -> Outcome:
+    """Run one sweep job as a single-run ``sweeplab train`` in a child process.
+
+    Lightning's DDP launcher restarts ``sys.argv`` for its other ranks; inside a
+    sweep that is the whole sweep command, which would launch the sweep again.
+    A child started with only this job's overrides gives Lightning a single-run
+    command to restart, so each job trains on its devices and writes one record.
+    """
+    try:
+        previous = read_record(run_dir)
+    except CorruptRecordError:
+        previous = None
+    if previous is not None and previous.get("status") == "complete":
+        log.info("run %s is already complete: %s (skipped)", previous["run_id"], run_dir)
+        return Outcome(run_dir, "skipped", record=previous)
+    command = [sys.executable, "-m", "sweeplab", "train", *overrides, f'hydra.run.dir="{run_dir}"']
+    log.info("starting the multi-device job in its own process: %s", run_dir)
+    result = subprocess.run(command, check=False)
+    try:
+        record = read_record(run_dir) or {}
+    except CorruptRecordError as exc:
+        return Outcome(run_dir, "failed", str(exc))
+    if record.get("status") == "complete" and result.returncode == 0:
+        return Outcome(run_dir, "complete", record=record)
+    error = record.get("error") or f"the job's process exited with code {result.returncode}"
+    return Outcome(run_dir, "failed", error, record)
+
+
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point of ``sweeplab train``."""
     hydra_cfg = HydraConfig.get()
-    choices = {
-        group: str(option)
-        for group, option in hydra_cfg.runtime.choices.items()
-        if not group.startswith("hydra") and option is not None
-    }
-    outcome = execute(
-        cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task), choices
-    )
+    run_dir = Path(hydra_cfg.runtime.output_dir).resolve()
+    overrides = list(hydra_cfg.overrides.task)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if multirun and _spawns_processes(cfg):
+        outcome = execute_in_own_process(run_dir, overrides)
+    else:
+        choices = {
+            group: str(option)
+            for group, option in hydra_cfg.runtime.choices.items()
+            if not group.startswith("hydra") and option is not None
+        }
+        outcome = execute(cfg, run_dir, overrides, choices)
     OUTCOMES.append(outcome)
-    if outcome.status == "failed" and hydra_cfg.mode != RunMode.MULTIRUN:
+    if outcome.status == "failed" and not multirun:
         raise SystemExit(
             f"sweeplab: run failed: {outcome.error}\n  record: {outcome.run_dir / 'record.json'}"
         )
