@@ -132,6 +132,7 @@ def test_failed_run_is_retried_on_relaunch(make_cfg, store):
     assert outcome.status == "complete"
     record = read_record(run_dir)
     assert record["attempts"] == 2 and record["error"] is None
+    assert "traceback" not in record
 
 
 def test_record_json_is_valid_json_with_schema(make_cfg, store):

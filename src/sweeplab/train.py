@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -86,13 +87,20 @@ def resolved_config(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _short_error(exc: BaseException) -> str:
-    text = str(exc).strip() or repr(exc)
-    # Hydra wraps errors raised while instantiating; keep the innermost message.
-    cause = exc.__cause__
-    while cause is not None and type(exc).__name__ == "InstantiationException":
-        text = f"{text}" if str(cause) in text else f"{text}: {cause}"
-        exc, cause = cause, cause.__cause__
-    return f"{type(exc).__name__}: {text}"
+    """``Type: message`` of the error that matters, on one line, for records and summaries.
+
+    Hydra wraps errors raised while instantiating a config node; the innermost
+    error says what was wrong and the wrapper which node it was, so both are kept.
+    """
+    inner = exc
+    while type(inner).__name__ == "InstantiationException" and inner.__cause__ is not None:
+        inner = inner.__cause__
+    message = " ".join((str(inner).strip() or repr(inner)).split())
+    if inner is not exc:
+        node = re.search(r"full_key: (\S+)", str(exc))
+        if node:
+            message += f" (while creating `{node.group(1)}`)"
+    return f"{type(inner).__name__}: {message}"
 
 
 def _start_record(
@@ -113,6 +121,7 @@ def _start_record(
         record = new_record(run_id, str(cfg.name), config, overrides, provenance)
     else:
         record = previous
+        record.pop("traceback", None)
         record.update(
             status="running",
             error=None,
