@@ -109,3 +109,11 @@ def test_corrupt_records_are_reported(tmp_path, text):
 
 def test_missing_record_is_none(tmp_path):
     assert read_record(tmp_path) is None
+
+
+def test_run_id_ignores_how_data_is_fetched():
+    base = compose_config(["data=cifar10"])
+    same = compose_config(["data=cifar10", "data.download=true", "data.num_workers=4"])
+    assert compute_run_id(base) == compute_run_id(same)
+    streamed = compose_config(["data=imagefolder", "data.in_memory=false"])
+    assert compute_run_id(streamed) == compute_run_id(compose_config(["data=imagefolder"]))

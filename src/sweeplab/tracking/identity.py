@@ -16,7 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 RUN_ID_LENGTH = 12
 
 # Dotted keys that never change a run's results: where files go, how progress is
-# shown, which loggers receive copies, how many loader workers decode data.
+# shown, which loggers receive copies, how data is fetched (loader workers, download,
+# in memory or streamed: the same pixels either way).
 NON_RESULT_KEYS = (
     "hydra",
     "name",
@@ -25,6 +26,8 @@ NON_RESULT_KEYS = (
     "logger",
     "data.cache_dir",
     "data.num_workers",
+    "data.download",
+    "data.in_memory",
     "callbacks.model_checkpoint",
     "callbacks.throughput",
     "trainer.enable_progress_bar",
