@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from sweeplab.files import atomic_write_text
 from sweeplab.tracking.identity import compute_run_id, result_config
 from sweeplab.tracking.record import (
     CorruptRecordError,
-    atomic_write_text,
     new_record,
     read_record,
     write_record,

@@ -25,10 +25,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sweeplab.configs import config_dir
+from sweeplab.files import atomic_write_text
 from sweeplab.tracking.identity import compute_run_id, register_resolvers
 from sweeplab.tracking.record import (
     CorruptRecordError,
-    atomic_write_text,
     new_record,
     now_iso,
     read_record,

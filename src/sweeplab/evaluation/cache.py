@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from sweeplab.tracking.record import atomic_write_bytes
+from sweeplab.files import atomic_write_bytes
 
 CACHE_DIR = "eval_cache"
 

@@ -18,7 +18,7 @@ from typing import Any
 from pytorch_lightning.loggers.logger import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
-from sweeplab.tracking.record import atomic_write_text
+from sweeplab.files import atomic_write_text
 
 METRICS_FILE = "metrics.csv"
 _LEADING = ("epoch", "step")
