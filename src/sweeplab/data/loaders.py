@@ -82,7 +82,30 @@ class EpochBatchPlan:
         return batches[: len(self)]
 
 
-class TensorBatchLoader:
+class PlannedLoader:
+    """What every loader shares: a batch plan and the lazily chosen epoch order.
+
+    ``begin_epoch`` is called when iteration actually starts (Lightning calls
+    ``iter()`` once just to check that a loader is iterable) and returns the epoch
+    whose order to use, or ``None`` for the fixed order. Without it the order is fixed.
+    """
+
+    def __init__(self, plan: EpochBatchPlan, begin_epoch: Callable[[], int | None] | None) -> None:
+        self.plan = plan
+        self.begin_epoch = begin_epoch
+
+    @property
+    def batch_size(self) -> int:
+        return self.plan.batch_size
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def current_epoch(self) -> int | None:
+        return self.begin_epoch() if self.begin_epoch is not None else None
+
+
+class TensorBatchLoader(PlannedLoader):
     """Iterate ``(images[idx], labels[idx])`` CPU batches following an :class:`EpochBatchPlan`.
 
     ``begin_epoch`` is called lazily, when iteration actually starts (Lightning calls
@@ -102,19 +125,10 @@ class TensorBatchLoader:
                 f"images ({images.shape[0]}), labels ({labels.shape[0]}) and the batch plan "
                 f"({plan.num_samples}) must describe the same number of samples"
             )
+        super().__init__(plan, begin_epoch)
         self.images = images
         self.labels = labels
-        self.plan = plan
-        self.begin_epoch = begin_epoch
-
-    @property
-    def batch_size(self) -> int:
-        return self.plan.batch_size
-
-    def __len__(self) -> int:
-        return len(self.plan)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        epoch = self.begin_epoch() if self.begin_epoch is not None else None
-        for index in self.plan.batches(epoch):
+        for index in self.plan.batches(self.current_epoch()):
             yield self.images[index], self.labels[index]

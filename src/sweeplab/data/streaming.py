@@ -22,7 +22,7 @@ from sweeplab.data.image_folders import (
     quiet_codec_deprecation,
     resize_image,
 )
-from sweeplab.data.loaders import EpochBatchPlan
+from sweeplab.data.loaders import EpochBatchPlan, PlannedLoader
 
 
 class FolderImages(ImageFolder):
@@ -99,7 +99,7 @@ class _CurrentEpochBatches:
         return len(self.plan)
 
 
-class StreamingBatchLoader:
+class StreamingBatchLoader(PlannedLoader):
     """``(uint8 images, int64 labels)`` CPU batches decoded by ``num_workers`` processes.
 
     Same contract as :class:`~sweeplab.data.loaders.TensorBatchLoader`: ``begin_epoch``
@@ -113,8 +113,7 @@ class StreamingBatchLoader:
         begin_epoch: Callable[[], int | None] | None = None,
         num_workers: int = 0,
     ) -> None:
-        self.plan = plan
-        self.begin_epoch = begin_epoch
+        super().__init__(plan, begin_epoch)
         self._sampler = _CurrentEpochBatches(plan)
         self._loader = DataLoader(
             dataset,
@@ -124,13 +123,6 @@ class StreamingBatchLoader:
             pin_memory=torch.cuda.is_available(),
         )
 
-    @property
-    def batch_size(self) -> int:
-        return self.plan.batch_size
-
-    def __len__(self) -> int:
-        return len(self.plan)
-
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        self._sampler.set_epoch(self.begin_epoch() if self.begin_epoch is not None else None)
+        self._sampler.set_epoch(self.current_epoch())
         yield from self._loader
