@@ -11,13 +11,10 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from sweeplab.configs import config_dir
 from sweeplab.tracking.identity import register_resolvers
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 
 register_resolvers()
 
@@ -47,16 +44,9 @@ def make_cfg(store: Path) -> Callable[..., DictConfig]:
     """Compose the train config with paths pointing into the temp store."""
 
     def _make(*overrides: str) -> DictConfig:
-        cfg = compose_config(
-            [
-                f"paths.root_dir={store}",
-                "trainer.enable_progress_bar=false",
-                *overrides,
-            ]
+        return compose_config(
+            [f"paths.root_dir={store}", "trainer.enable_progress_bar=false", *overrides]
         )
-        with open_dict(cfg):
-            pass
-        return cfg
 
     return _make
 

@@ -13,7 +13,7 @@ import torch
 from sweeplab.tracking.identity import compute_run_id
 from sweeplab.tracking.record import read_record
 from sweeplab.train import execute
-from tests.conftest import FAST
+from tests.conftest import FAST, compose_config
 
 DIGITS_TEST_SIZE = 359  # the fixed stratified 20% of load_digits' 1,797 images
 
@@ -63,8 +63,6 @@ def test_same_config_in_two_stores_gives_identical_metrics(make_cfg, tmp_path):
     results = []
     for name in ("a", "b"):
         store = tmp_path / name
-        from tests.conftest import compose_config
-
         cfg = compose_config(
             [f"paths.root_dir={store}", "trainer.enable_progress_bar=false", *FAST]
         )
