@@ -30,6 +30,7 @@ def test_sweep_writes_one_record_per_job_and_runs_lists_them(tmp_path):
     found = records(tmp_path)
     assert sorted(r["config"]["seed"] for r in found) == [0, 1, 2]
     assert all(r["status"] == "complete" for r in found)
+    assert all(r["choices"]["backbone"] == "small_cnn" for r in found)
     assert "3 runs — 3 complete" in result.stdout
     # Hydra's files stay inside the store: no stray outputs/ or multirun/.
     assert not {"outputs", "multirun"} & {p.name for p in tmp_path.iterdir()}

@@ -185,3 +185,13 @@ def test_default_on_gpu(make_cfg, store):
     record = read_record(outcome.run_dir)
     assert record["metrics"]["test/cls/acc"] >= 0.95
     assert record["provenance"]["device"].startswith("cuda")
+
+
+def test_a_corrupt_record_is_rerun_not_trusted(make_cfg, store):
+    cfg = make_cfg(*FAST)
+    run_dir = run_dir_of(store, cfg)
+    run_dir.mkdir(parents=True)
+    (run_dir / "record.json").write_text('{"status": "complete", "trunc')
+    outcome = execute(cfg, run_dir)
+    assert outcome.status == "complete"
+    assert read_record(run_dir)["metrics"]["test/cls/acc"] > 0.5

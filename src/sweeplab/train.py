@@ -44,9 +44,12 @@ class _DropAdvertisements(logging.Filter):
         return "litlogger" not in record.getMessage()
 
 
+_DROP_ADVERTISEMENTS = _DropAdvertisements()
+
+
 def _quiet_third_party_noise() -> None:
-    """Silence messages that say nothing about this run."""
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_DropAdvertisements())
+    """Silence messages that say nothing about this run (idempotent: once per sweep job)."""
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_DROP_ADVERTISEMENTS)
     for message in (
         r".*is smaller than the logging interval.*",  # we log per epoch, on purpose
         r".*isinstance\(treespec, LeafSpec\).*",  # Lightning vs torch pytree deprecation
@@ -200,10 +203,8 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, record: dict | None) -> di
         except Exception as exc:
             raise ValueError(f"callbacks.{key} could not be created: {exc}") from exc
 
+    # Only rank 0 holds the record; loggers on other ranks never start a W&B run.
     wandb_id = (record or {}).get("logger_ids", {}).get("wandb")
-    if wandb_id is None:
-        previous = read_record(run_dir) or {}
-        wandb_id = previous.get("logger_ids", {}).get("wandb")
     loggers = build_loggers(cfg.get("logger"), run_dir, f"{cfg.name}/{run_dir.name}", wandb_id)
     try:
         return _train_and_evaluate(cfg, run_dir, record, datamodule, module, callbacks, loggers)
@@ -302,6 +303,18 @@ def _evaluate(module, datamodule, device, run_dir: Path) -> tuple[dict, dict]:
     return metrics, artifacts
 
 
+def _skip_if_complete(run_dir: Path) -> Outcome | None:
+    """A ``skipped`` outcome when ``run_dir`` holds a complete record (a corrupt one reruns)."""
+    try:
+        record = read_record(run_dir)
+    except CorruptRecordError:
+        return None
+    if record is None or record.get("status") != "complete":
+        return None
+    log.info("run %s is already complete: %s (skipped)", record["run_id"], run_dir)
+    return Outcome(run_dir, "skipped", record=record)
+
+
 def execute(
     cfg: DictConfig,
     run_dir: Path,
@@ -319,16 +332,12 @@ def execute(
     rank_zero = _is_rank_zero()
     try:
         run_id = compute_run_id(cfg)
-        existing = read_record(run_dir)
-    except CorruptRecordError:
-        existing = None
     except Exception as exc:
         log.error("run could not start: %s", _short_error(exc))
         return Outcome(run_dir, "failed", _short_error(exc))
-
-    if existing is not None and existing.get("status") == "complete":
-        log.info("run %s is already complete: %s (skipped)", existing["run_id"], run_dir)
-        return Outcome(run_dir, "skipped", record=existing)
+    skipped = _skip_if_complete(run_dir)
+    if skipped is not None:
+        return skipped
 
     started = time.time()
     record = None
@@ -385,13 +394,9 @@ def execute_in_own_process(run_dir: Path, overrides: list[str]) -> Outcome:
     A child started with only this job's overrides gives Lightning a single-run
     command to restart, so each job trains on its devices and writes one record.
     """
-    try:
-        previous = read_record(run_dir)
-    except CorruptRecordError:
-        previous = None
-    if previous is not None and previous.get("status") == "complete":
-        log.info("run %s is already complete: %s (skipped)", previous["run_id"], run_dir)
-        return Outcome(run_dir, "skipped", record=previous)
+    skipped = _skip_if_complete(run_dir)
+    if skipped is not None:
+        return skipped
     command = [sys.executable, "-m", "sweeplab", "train", *overrides, f'hydra.run.dir="{run_dir}"']
     log.info("starting the multi-device job in its own process: %s", run_dir)
     result = subprocess.run(command, check=False)

@@ -8,32 +8,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from numbers import Integral, Real
 from typing import Any
+
+from sweeplab import checks as shared
 
 MAX_SEED = 2**32  # the range Lightning's seed_everything accepts
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
+_is_int = shared.is_int
+_is_real = shared.is_real
 
 
 def positive_int(key: str, value: Any) -> int:
     """``value`` as an ``int`` ≥ 1."""
-    if not _is_int(value) or value < 1:
-        raise ValueError(f"data.{key} must be a positive integer, got {value!r}")
-    return int(value)
+    return shared.positive_int(f"data.{key}", value)
 
 
 def non_negative_int(key: str, value: Any) -> int:
     """``value`` as an ``int`` ≥ 0."""
-    if not _is_int(value) or value < 0:
-        raise ValueError(f"data.{key} must be a non-negative integer, got {value!r}")
-    return int(value)
+    return shared.non_negative_int(f"data.{key}", value)
 
 
 def seed(key: str, value: Any) -> int:
@@ -52,17 +45,12 @@ def open_fraction(key: str, value: Any) -> float:
 
 def boolean(key: str, value: Any) -> bool:
     """A real boolean: ``"false"`` as a string is truthy and almost certainly a mistake."""
-    if not isinstance(value, bool):
-        raise ValueError(f"data.{key} must be true or false, got {value!r}")
-    return value
+    return shared.boolean(f"data.{key}", value)
 
 
 def one_of(key: str, value: Any, choices: Iterable[str]) -> str:
     """``value`` if it is one of ``choices``."""
-    choices = tuple(choices)
-    if value not in choices:
-        raise ValueError(f"data.{key} must be one of {', '.join(choices)}; got {value!r}")
-    return value
+    return shared.one_of(f"data.{key}", value, choices)
 
 
 def image_size(key: str, value: Any) -> tuple[int, int] | None:

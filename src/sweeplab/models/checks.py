@@ -10,12 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sweeplab.checks import boolean, is_int, positive_int
 
-def positive_int(key: str, value: Any) -> int:
-    """Return ``value`` if it is an integer ≥ 1 (bools are not integers here)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{key} must be a positive integer, got {value!r}")
-    return value
+__all__ = ["boolean", "mapping", "nonempty_str", "positive_int", "positive_int_list", "probability"]
 
 
 def positive_int_list(key: str, value: Any, *, allow_empty: bool = False) -> list[int]:
@@ -26,7 +23,7 @@ def positive_int_list(key: str, value: Any, *, allow_empty: bool = False) -> lis
     if not items and not allow_empty:
         raise ValueError(f"{key} must be a non-empty list of positive integers, got []")
     for item in items:
-        if isinstance(item, bool) or not isinstance(item, int) or item < 1:
+        if not is_int(item) or item < 1:
             raise ValueError(f"{key} must be a list of positive integers, got {items!r}")
     return items
 
@@ -36,13 +33,6 @@ def probability(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
         raise ValueError(f"{key} must be a number in [0, 1), got {value!r}")
     return float(value)
-
-
-def boolean(key: str, value: Any) -> bool:
-    """Return ``value`` if it is a real bool, so that the string ``"false"`` is not truthy."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{key} must be true or false, got {value!r}")
-    return value
 
 
 def nonempty_str(key: str, value: Any) -> str:
