@@ -1,0 +1,80 @@
+"""Out-of-distribution detectors that score the eval cache; higher scores mean more OOD.
+
+Every detector reads an :class:`~sweeplab.evaluation.cache.EvalOutputs` (per-member
+logits, pooled features, labels), so detectors can be added to a finished run
+without the model. The interface follows pytorch-ood's fit/predict split::
+
+    detector = build_detector("knn", k=50).fit(train_outputs)
+    scores = detector.score(ood_outputs)  # [N], higher = more OOD
+
+``needs_fit`` detectors read in-distribution training (or val) outputs in ``fit``;
+``needs_head`` ones also need the classifier as a :class:`LinearHead`. ODIN's input
+perturbation needs the model itself (:meth:`OdinDetector.score_inputs`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sweeplab.evaluation.detectors.base import Detector, LinearHead, NotFittedError
+from sweeplab.evaluation.detectors.features import KNNDetector, MahalanobisDetector
+from sweeplab.evaluation.detectors.head_based import (
+    ASHDetector,
+    ReActDetector,
+    ViMDetector,
+    ash,
+    vim_principal_dim,
+)
+from sweeplab.evaluation.detectors.logits import (
+    EnergyDetector,
+    EntropyDetector,
+    MaxLogitDetector,
+    MSPDetector,
+    OdinDetector,
+)
+
+DETECTORS: dict[str, type[Detector]] = {
+    cls.name: cls
+    for cls in (
+        MSPDetector,
+        MaxLogitDetector,
+        EnergyDetector,
+        EntropyDetector,
+        OdinDetector,
+        MahalanobisDetector,
+        KNNDetector,
+        ViMDetector,
+        ReActDetector,
+        ASHDetector,
+    )
+}
+
+
+def build_detector(name: str, **hyperparameters: Any) -> Detector:
+    """A detector by registry name; unknown names and hyperparameters raise ``ValueError``."""
+    try:
+        cls = DETECTORS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown OOD detector {name!r}; known: {', '.join(DETECTORS)}") from None
+    return cls(**hyperparameters)
+
+
+__all__ = [
+    "DETECTORS",
+    "ASHDetector",
+    "Detector",
+    "EnergyDetector",
+    "EntropyDetector",
+    "KNNDetector",
+    "LinearHead",
+    "MSPDetector",
+    "MahalanobisDetector",
+    "MaxLogitDetector",
+    "NotFittedError",
+    "OdinDetector",
+    "ReActDetector",
+    "ViMDetector",
+    "ash",
+    "build_detector",
+    "vim_principal_dim",
+]

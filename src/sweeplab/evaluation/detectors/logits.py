@@ -1,0 +1,142 @@
+"""Detectors that read only the logits: MSP, MaxLogit, Energy, Entropy and ODIN.
+
+On ensembles, MSP, Entropy and ODIN use the mean member probability (the
+project's ensemble prediction, :func:`ensemble_log_probs`); MaxLogit and Energy
+are defined on logits, so they use the mean member logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from sweeplab.evaluation.cache import EvalOutputs
+from sweeplab.evaluation.detectors.base import (
+    Detector,
+    energy,
+    mean_logits,
+    number_in,
+    positive_number,
+)
+from sweeplab.metrics.classification import ensemble_log_probs
+
+
+class MSPDetector(Detector):
+    """Maximum softmax probability (Hendrycks & Gimpel, 2017): ``-max_c p(c|x)``."""
+
+    name = "msp"
+
+    def _score(self, outputs: EvalOutputs) -> Tensor:
+        return -ensemble_log_probs(outputs.member_logits).max(dim=1).values.exp()
+
+
+class MaxLogitDetector(Detector):
+    """Maximum logit (Hendrycks et al., 2022): ``-max_c z_c``; unaffected by softmax saturation."""
+
+    name = "maxlogit"
+
+    def _score(self, outputs: EvalOutputs) -> Tensor:
+        return -mean_logits(outputs).max(dim=1).values
+
+
+class EnergyDetector(Detector):
+    """Free energy (Liu et al., 2020): ``-T·logsumexp(z/T)``, T = 1 as in the paper."""
+
+    name = "energy"
+    defaults: ClassVar[dict[str, Any]] = {"temperature": 1.0}
+
+    def _check(self, hp: dict[str, Any]) -> dict[str, Any]:
+        return {"temperature": positive_number("energy.temperature", hp["temperature"])}
+
+    def _score(self, outputs: EvalOutputs) -> Tensor:
+        return energy(mean_logits(outputs), self.hyperparameters["temperature"])
+
+
+class EntropyDetector(Detector):
+    """Predictive entropy ``-Σ p log p`` of the mean-probability prediction (nats)."""
+
+    name = "entropy"
+
+    def _score(self, outputs: EvalOutputs) -> Tensor:
+        log_probs = ensemble_log_probs(outputs.member_logits)
+        probs = log_probs.exp()
+        return -torch.where(probs > 0, probs * log_probs, 0.0).sum(dim=1)
+
+
+def odin_log_probs(logits: Tensor, temperature: float) -> Tensor:
+    """Log mean probability of temperature-scaled logits ``[B, C]`` or members ``[B, M, C]``."""
+    members = logits if logits.ndim == 3 else logits.unsqueeze(1)
+    return ensemble_log_probs(members / temperature)
+
+
+class OdinDetector(Detector):
+    """ODIN (Liang et al., 2018): temperature scaling plus a small input perturbation.
+
+    The perturbation needs gradients through the model, so the full method runs in
+    :meth:`score_inputs`; :meth:`score` works from cached logits and is therefore
+    the ε = 0 variant. Defaults are the paper's T = 1000 and ε = 0.0014; ε is in
+    units of the model input (after ``preprocess``, i.e. normalised pixels).
+    """
+
+    name = "odin"
+    needs_model = True
+    defaults: ClassVar[dict[str, Any]] = {"temperature": 1000.0, "epsilon": 0.0014}
+    default_grid: ClassVar[dict[str, list]] = {
+        "temperature": [1.0, 10.0, 100.0, 1000.0],
+        "epsilon": [0.0, 0.0005, 0.001, 0.0014, 0.002, 0.005],
+    }
+
+    def _check(self, hp: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "temperature": positive_number("odin.temperature", hp["temperature"]),
+            "epsilon": number_in("odin.epsilon", hp["epsilon"], 0.0, 1.0, high_inclusive=True),
+        }
+
+    def score(self, outputs: EvalOutputs) -> Tensor:
+        """``-max softmax(z/T)`` from cached logits: the ε = 0 variant (temperature only).
+
+        Cached logits cannot be perturbed, so ``epsilon`` is ignored here; use
+        :meth:`score_inputs` for full ODIN.
+        """
+        return super().score(outputs)
+
+    def _score(self, outputs: EvalOutputs) -> Tensor:
+        log_probs = odin_log_probs(outputs.member_logits, self.hyperparameters["temperature"])
+        return -log_probs.max(dim=1).values.exp()
+
+    def score_inputs(
+        self,
+        logits_fn: Callable[[Tensor], Tensor],
+        batches: Iterable[tuple[Tensor, Tensor]],
+        preprocess: Callable[[Tensor], Tensor],
+        device: torch.device | str = "cpu",
+    ) -> Tensor:
+        """Full ODIN scores ``[N]`` (float64, higher = more OOD) over ``batches`` of ``(x, y)``.
+
+        For each preprocessed input x, with S(x) = max softmax(f(x)/T) (mean over
+        members when ``logits_fn`` returns ``[B, M, C]``), takes one step that raises
+        the predicted class's log-probability, x̃ = x − ε·sign(−∇ₓ log S(x)), and
+        scores ``-S(x̃)``. In-distribution inputs gain more confidence from the step
+        than OOD inputs, which is what separates them. ``logits_fn`` should be the
+        model in eval mode; labels are ignored.
+        """
+        temperature = self.hyperparameters["temperature"]
+        epsilon = self.hyperparameters["epsilon"]
+        scores = []
+        for x, _ in batches:
+            inputs = preprocess(x.to(device, non_blocking=True)).detach()
+            if epsilon > 0:
+                inputs.requires_grad_(True)
+                with torch.enable_grad():
+                    top = odin_log_probs(logits_fn(inputs), temperature).max(dim=1).values
+                    (gradient,) = torch.autograd.grad(top.sum(), inputs)
+                inputs = (inputs - epsilon * torch.sign(-gradient)).detach()
+            with torch.no_grad():
+                log_probs = odin_log_probs(logits_fn(inputs), temperature)
+            scores.append(-log_probs.max(dim=1).values.exp().cpu())
+        if not scores:
+            raise ValueError("odin: no batches to score")
+        return torch.cat(scores).double()

@@ -1,0 +1,166 @@
+"""Evaluation plots written as PNG files: reliability diagrams, OOD score histograms, ROC curves.
+
+Figures are built with :class:`matplotlib.figure.Figure` rather than pyplot, so
+nothing is registered in pyplot's global figure list (no backend to select, no
+figure to close, safe in worker threads), and each PNG is rendered to memory and
+written atomically so the dashboard never reads half a picture.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from sweeplab.files import atomic_write_bytes
+
+SIZE = 4.0  # inches per panel
+DPI = 100
+IN_COLOR = "tab:blue"
+OUT_COLOR = "tab:orange"
+
+
+def _save(figure: Figure, path: str | os.PathLike) -> Path:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    path = Path(path)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def _as_array(values: object) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().to(torch.float64).numpy()
+    return np.asarray(values, dtype=np.float64).reshape(-1)
+
+
+def _reliability_panel(axes: Axes, bins: Mapping[str, Sequence], label: str) -> None:
+    edges = np.asarray(bins["edges"], dtype=np.float64)
+    lefts, widths = edges[:-1], np.diff(edges)
+    filled = [i for i, count in enumerate(bins["count"]) if count]
+    accuracy = np.array([bins["accuracy"][i] for i in filled], dtype=np.float64)
+    confidence = np.array([bins["confidence"][i] for i in filled], dtype=np.float64)
+    axes.bar(
+        lefts[filled],
+        accuracy,
+        widths[filled],
+        align="edge",
+        color=IN_COLOR,
+        edgecolor="white",
+        linewidth=0.5,
+        label="accuracy",
+    )
+    # The gap between what the model claims (confidence) and what it achieves.
+    axes.bar(
+        lefts[filled],
+        confidence - accuracy,
+        widths[filled],
+        bottom=accuracy,
+        align="edge",
+        color="tab:red",
+        alpha=0.3,
+        edgecolor="tab:red",
+        linewidth=0.5,
+        label="gap",
+    )
+    axes.plot([0, 1], [0, 1], linestyle="--", color="gray", linewidth=1)
+    axes.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", title=label)
+    axes.set_aspect("equal")
+    axes.legend(loc="upper left", fontsize="small")
+
+
+def _with_ece(label: str, ece: float | None) -> str:
+    if ece is None:
+        return label
+    return f"{label} (ECE {ece:.3f})" if label else f"ECE {ece:.3f}"
+
+
+def reliability_diagram(
+    bins: Mapping[str, Sequence],
+    path: str | os.PathLike,
+    title: str,
+    ece: float | None = None,
+    after: Mapping[str, Sequence] | None = None,
+    ece_after: float | None = None,
+) -> Path:
+    """Accuracy per confidence bin against the diagonal, from :func:`reliability_bins`.
+
+    With ``after`` (the bins after temperature scaling) the two diagrams sit side
+    by side in one picture, so the effect of scaling reads at a glance.
+    """
+    panels = [(bins, _with_ece("before scaling" if after else "", ece))]
+    if after is not None:
+        panels.append((after, _with_ece("after scaling", ece_after)))
+    figure = Figure(figsize=(SIZE * len(panels), SIZE + 0.3), layout="constrained")
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (panel_bins, label) in zip(axes, panels, strict=True):
+        _reliability_panel(ax, panel_bins, label)
+    axes[0].set_ylabel("accuracy")
+    figure.suptitle(title)
+    return _save(figure, path)
+
+
+def score_histogram(
+    scores_in: object,
+    scores_out: object,
+    path: str | os.PathLike,
+    title: str,
+    bins: int = 50,
+) -> Path:
+    """Overlaid density histograms of ID and OOD detector scores on shared bins.
+
+    Infinite scores are left out of the picture (they have no bin) but not of the metrics.
+    """
+    scores_in, scores_out = _as_array(scores_in), _as_array(scores_out)
+    scores_in, scores_out = scores_in[np.isfinite(scores_in)], scores_out[np.isfinite(scores_out)]
+    if scores_in.size == 0 and scores_out.size == 0:
+        raise ValueError("no finite scores to plot")
+    edges = np.histogram_bin_edges(np.concatenate([scores_in, scores_out]), bins=bins)
+    figure = Figure(figsize=(SIZE, SIZE), layout="constrained")
+    axes = figure.subplots()
+    for scores, color, label in (
+        (scores_in, IN_COLOR, "in-distribution"),
+        (scores_out, OUT_COLOR, "OOD"),
+    ):
+        if scores.size:
+            axes.hist(
+                scores,
+                bins=edges,
+                density=True,
+                histtype="stepfilled",
+                alpha=0.5,
+                color=color,
+                label=label,
+            )
+    axes.set(xlabel="score (higher = more OOD)", ylabel="density", title=title)
+    axes.legend(fontsize="small")
+    return _save(figure, path)
+
+
+def roc_curve_plot(
+    curves: Mapping[str, tuple[object, object]], path: str | os.PathLike, title: str
+) -> Path:
+    """ROC curves, one per name (e.g. per detector), from :func:`sweeplab.metrics.ood.roc_curve`."""
+    if not curves:
+        raise ValueError("no ROC curves to plot")
+    figure = Figure(figsize=(SIZE, SIZE), layout="constrained")
+    axes = figure.subplots()
+    for name, (fpr, tpr) in curves.items():
+        axes.plot(_as_array(fpr), _as_array(tpr), linewidth=1.2, label=name)
+    axes.plot([0, 1], [0, 1], linestyle="--", color="gray", linewidth=1)
+    axes.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel="false positive rate (ID flagged)",
+        ylabel="true positive rate (OOD flagged)",
+        title=title,
+    )
+    axes.set_aspect("equal")
+    axes.legend(loc="lower right", fontsize="small")
+    return _save(figure, path)
