@@ -29,6 +29,7 @@ def test_every_group_has_options():
     for group in (
         "data",
         "backbone",
+        "augment",
         "regime",
         "regime/optimizer",
         "regime/scheduler",
@@ -57,6 +58,19 @@ def test_backbone_options_instantiate(option):
     x = torch.randn(2, 1, 8, 8)
     assert backbone(x).shape == (2, 10)
     assert backbone.features(x).shape == (2, backbone.num_features)
+
+
+@pytest.mark.parametrize("option", options("augment"))
+def test_augment_options_instantiate(option):
+    cfg = compose_config([f"augment={option}", "regime.label_smoothing=0.1"])
+    mixer = instantiate(cfg.augment, num_classes=10)
+    backbone = instantiate(cfg.backbone, num_classes=10, in_chans=1, image_size=8)
+    module = instantiate(cfg.regime, backbone=backbone, mixer=mixer)
+    assert module.mixer is mixer and mixer.label_smoothing == 0.1
+    mixed = mixer.mix(torch.randn(5, 1, 8, 8), torch.arange(5))
+    assert mixed.target.shape[1] == 10
+    torch.testing.assert_close(mixed.target.sum(dim=1), torch.ones(mixed.target.shape[0]))
+    assert torch.isfinite(mixer.loss(mixed.forward(backbone), mixed))
 
 
 @pytest.mark.parametrize("optimizer", options("regime/optimizer"))

@@ -43,6 +43,10 @@ class Backbone(nn.Module, ABC):
         """Logits ``[B, num_classes]``; by definition ``head(features(x))``."""
         return self.head(self.features(x))
 
+    def mixing_stages(self) -> list[nn.Module]:
+        """Modules after whose output manifold mixup may mix, first to last; none by default."""
+        return []
+
     def logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and features from one pass, for evaluation that stores both."""
         feats = self.features(x)

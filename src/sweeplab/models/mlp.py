@@ -51,3 +51,7 @@ class MLP(Backbone):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
+
+    def mixing_stages(self) -> list[nn.Module]:
+        """The activation of each hidden layer."""
+        return [m for m in self.body if isinstance(m, nn.ReLU)]

@@ -105,3 +105,7 @@ class CifarResNet(Backbone):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.stages(self.stem(x)))
+
+    def mixing_stages(self) -> list[nn.Module]:
+        """The residual stages."""
+        return list(self.stages)

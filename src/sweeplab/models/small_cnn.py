@@ -68,6 +68,10 @@ class SmallCNN(Backbone):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
 
+    def mixing_stages(self) -> list[nn.Module]:
+        """The conv-BN-ReLU blocks."""
+        return [m for m in self.body if isinstance(m, nn.Sequential)]
+
 
 def _init_weights(module: nn.Module) -> None:
     """Kaiming (fan-out) convolutions for ReLU nets; BN starts as the identity."""

@@ -113,6 +113,11 @@ class TimmBackbone(Backbone):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
 
+    def mixing_stages(self) -> list[nn.Module]:
+        """The modules named in the model's ``feature_info`` (for most CNNs the stem first)."""
+        infos = getattr(self.model, "feature_info", None) or []
+        return [self.model.get_submodule(info["module"]) for info in infos if info.get("module")]
+
 
 def check_model_name(name: str) -> None:
     """Raise ``ValueError`` for a name timm does not know, suggesting close ones."""

@@ -1,14 +1,26 @@
-"""Empirical risk minimisation: one model, cross-entropy, optional label smoothing."""
+"""Empirical risk minimisation: one model, cross-entropy on (optionally mixed) batches.
+
+Each training step hands the batch to the mixer (``augment``), runs the backbone on
+what it returns and scores the logits with the mixer's loss. ``augment=none`` is
+plain hard-label cross-entropy with ``label_smoothing``; the smoothing lives in the
+mixer (its targets and its loss), the one place it is applied. Validation and
+evaluation never mix.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from sweeplab.augment.base import MixedBatch, Mixer
+from sweeplab.augment.identity import NoMix
+from sweeplab.augment.preview import PREVIEW_FILE, write_preview
 
 
 def _check_optimizer(optimizer: Callable) -> None:
@@ -26,8 +38,33 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; the run cannot continue meaningfully."""
 
 
+def _mixer_for(backbone: nn.Module, mixer: Mixer | None, label_smoothing: float) -> Mixer:
+    """The mixer to train with: ``mixer``, checked against the backbone and the regime, or
+    the identity with the regime's label smoothing."""
+    num_classes = getattr(backbone, "num_classes", None)
+    if mixer is None:
+        return NoMix(num_classes=num_classes, label_smoothing=label_smoothing)
+    if num_classes is not None and mixer.num_classes != num_classes:
+        raise ValueError(
+            f"the mixer makes targets for {mixer.num_classes} classes but the backbone "
+            f"predicts {num_classes}"
+        )
+    if label_smoothing not in (0.0, mixer.label_smoothing):
+        raise ValueError(
+            f"regime.label_smoothing={label_smoothing} and augment.label_smoothing="
+            f"{mixer.label_smoothing} disagree; set only one (augment.label_smoothing follows "
+            "regime.label_smoothing unless set)"
+        )
+    mixer.check_backbone(backbone)
+    return mixer
+
+
 class ERM(pl.LightningModule):
-    """Train ``backbone`` with cross-entropy; expose per-member logits for evaluation."""
+    """Train ``backbone`` with cross-entropy; expose per-member logits for evaluation.
+
+    ``mixer`` is the batch mixer (``augment``); without one, batches are not mixed
+    and ``label_smoothing`` smooths the hard labels.
+    """
 
     def __init__(
         self,
@@ -37,6 +74,7 @@ class ERM(pl.LightningModule):
         label_smoothing: float = 0.0,
         check_finite_every: int = 20,
         name: str = "erm",
+        mixer: Mixer | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
@@ -49,7 +87,8 @@ class ERM(pl.LightningModule):
         self.backbone = backbone
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.label_smoothing = label_smoothing
+        self.mixer = _mixer_for(backbone, mixer, label_smoothing)
+        self.label_smoothing = self.mixer.label_smoothing
         self.check_finite_every = check_finite_every
         self.regime_name = name
         # The epoch's loss sum stays on the device and is read every few steps: a NaN
@@ -66,14 +105,30 @@ class ERM(pl.LightningModule):
         features = self.backbone.features(x)
         return self.backbone.head(features).unsqueeze(1), features
 
-    def training_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
-        return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
+    def mix(self, x: Tensor, y: Tensor, batch_idx: int) -> MixedBatch:
+        """This step's mix, drawn from (seed, epoch, batch, rank) so a resume repeats it."""
+        return self.mixer.mix(
+            x,
+            y,
+            epoch=self.current_epoch,
+            batch_index=batch_idx,
+            max_epochs=self.trainer.max_epochs,
+            rank=self.global_rank,
+        )
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        loss = self.training_loss(self(x), y)
+        mixed = self.mix(x, y, batch_idx)
+        loss = self.mixer.loss(mixed.forward(self.backbone), mixed)
         self.track_loss(loss, x.shape[0], batch_idx)
         return loss
+
+    def on_train_start(self) -> None:
+        """Save a picture of one mixed training batch in the run directory, once per run."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        path = Path(self.trainer.default_root_dir) / PREVIEW_FILE
+        if self.trainer.is_global_zero and datamodule is not None and not path.exists():
+            write_preview(self.mixer, datamodule, path, self.device)
 
     def track_loss(self, loss: Tensor, batch_size: int, batch_idx: int) -> None:
         """Accumulate the epoch's mean loss and watch for NaN/Inf, without syncing."""
