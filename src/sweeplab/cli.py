@@ -1,6 +1,7 @@
 """The ``sweeplab`` command: dispatch to the apps.
 
 sweeplab train [overrides…]          one run; with -m, a sweep
+sweeplab eval run=<dir|id> [eval…]   re-evaluate a finished run from its eval cache
 sweeplab runs [filters]              list the run store
 """
 
@@ -14,6 +15,7 @@ USAGE = """usage: sweeplab <command> [args…]
 
 commands:
   train [overrides…]     train and evaluate one run (with -m: a sweep over overrides)
+  eval run=<dir|id> …    re-evaluate a finished run from its eval cache (sweeplab eval --help)
   runs [filters…]        list the run store as a table (sweeplab runs --help)
 
   sweeplab train --help  shows the config groups and their options
@@ -41,13 +43,19 @@ def _train(args: list[str]) -> int:
     return 1 if failed else 0
 
 
+def _eval(args: list[str]) -> int:
+    from sweeplab.evaluate import main as eval_main
+
+    return eval_main(args)
+
+
 def _runs(args: list[str]) -> int:
     from sweeplab.tracking.runs_cli import main as runs_main
 
     return runs_main(args)
 
 
-COMMANDS = {"train": _train, "runs": _runs}
+COMMANDS = {"train": _train, "eval": _eval, "runs": _runs}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -72,6 +72,17 @@ class Outcome:
     record: dict[str, Any] = field(default_factory=dict)
 
 
+# What the log line of a finished run shows (the record holds everything).
+SUMMARY_METRICS = (
+    "test/cls/acc",
+    "test/cls/nll",
+    "test/cal/ece",
+    "test/cal/ece_ts",
+    "ood/near/energy/auroc",
+    "ood/far/energy/auroc",
+    "shift/mean/acc",
+)
+
 # Outcomes of the runs executed in this process (a sweep's summary reads them).
 OUTCOMES: list[Outcome] = []
 
@@ -164,7 +175,7 @@ def _checkpoint_epoch(path: Path) -> int:
 
 
 def build_components(cfg: DictConfig):
-    """The data (set up) and the regime around its backbone, sized from the data."""
+    """The data (set up) and the regime around its backbone and mixer, sized from the data."""
     from hydra.utils import instantiate
 
     datamodule = instantiate(cfg.data)
@@ -174,7 +185,9 @@ def build_components(cfg: DictConfig):
     backbone = instantiate(
         cfg.backbone, num_classes=datamodule.num_classes, in_chans=channels, image_size=height
     )
-    return datamodule, instantiate(cfg.regime, backbone=backbone)
+    augment = cfg.get("augment")
+    mixer = None if augment is None else instantiate(augment, num_classes=datamodule.num_classes)
+    return datamodule, instantiate(cfg.regime, backbone=backbone, mixer=mixer)
 
 
 def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, record: dict | None) -> dict | None:
@@ -182,6 +195,7 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, record: dict | None) -> di
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
+    from sweeplab.evaluation.passes import check_eval_config
     from sweeplab.tracking.loggers import build_loggers, close_loggers
 
     if cfg.eval_checkpoint not in ("last", "best"):
@@ -190,6 +204,7 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, record: dict | None) -> di
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
     datamodule, module = build_components(cfg)
+    check_eval_config(cfg.eval, datamodule)
 
     ckpt_dir = run_dir / CHECKPOINT_DIR
     callbacks = []
@@ -227,7 +242,12 @@ def _train_and_evaluate(
     import torch
     from hydra.utils import instantiate
 
-    from sweeplab.tracking.loggers import close_loggers, csv_logger, publish_summary
+    from sweeplab.tracking.loggers import (
+        close_loggers,
+        csv_logger,
+        publish_images,
+        publish_summary,
+    )
     from sweeplab.tracking.throughput import TrainThroughput
 
     ckpt_dir = run_dir / CHECKPOINT_DIR
@@ -264,7 +284,7 @@ def _train_and_evaluate(
     # Lightning moves the model back to the CPU at teardown; evaluate where it trained.
     device = trainer.strategy.root_device
     module.to(device).eval()
-    metrics, artifacts = _evaluate(module, datamodule, device, run_dir)
+    metrics, artifacts, details = _evaluate(cfg, module, datamodule, device, run_dir)
 
     throughput = next((cb for cb in callbacks if isinstance(cb, TrainThroughput)), None)
     if throughput is not None and throughput.summary() is not None:
@@ -272,7 +292,10 @@ def _train_and_evaluate(
     metrics["train/epochs"] = float(trainer.current_epoch)
     metrics["train/steps"] = float(trainer.global_step)
     publish_summary(loggers, metrics, step=trainer.global_step)
+    pictures = run_pictures(run_dir)
+    publish_images(loggers, pictures, step=trainer.global_step)
     close_loggers(loggers)
+    artifacts.update({key: str(path.relative_to(run_dir)) for key, path in pictures.items()})
 
     artifacts["metrics_csv"] = "metrics.csv"
     if last.exists():
@@ -281,26 +304,23 @@ def _train_and_evaluate(
         artifacts["best_ckpt"] = f"{CHECKPOINT_DIR}/{BEST_CKPT}"
     if record is not None:
         record["artifacts"].update(artifacts)
+        record["evaluation"] = details
     return metrics
 
 
-def _evaluate(module, datamodule, device, run_dir: Path) -> tuple[dict, dict]:
-    """One pass over each split into the eval cache, then the metrics from the cache."""
-    from sweeplab.evaluation.cache import collect_outputs, save_outputs
-    from sweeplab.metrics.classification import classification_metrics
+def _evaluate(cfg: DictConfig, module, datamodule, device, run_dir: Path):
+    """One pass over each evaluation set into the eval cache, then every metric from it."""
+    from sweeplab.evaluation.passes import EvalPasses
+    from sweeplab.evaluation.report import evaluate_cached
 
-    metrics: dict[str, float] = {}
-    artifacts: dict[str, str] = {}
-    for split in ("val", "test"):
-        outputs = collect_outputs(
-            module.predict_eval,
-            datamodule.loader(split),
-            lambda x: datamodule.preprocess(x, train=False),
-            device,
-        )
-        artifacts[f"eval_cache/{split}"] = str(save_outputs(outputs, run_dir, split))
-        metrics.update(classification_metrics(outputs.member_logits, outputs.labels, split))
-    return metrics, artifacts
+    artifacts = EvalPasses(cfg.eval, run_dir, force=True).run(module, datamodule, device)
+    report = evaluate_cached(run_dir, cfg.eval)
+    return report.metrics, {**artifacts, **report.artifacts}, report.details
+
+
+def run_pictures(run_dir: Path) -> dict[str, Path]:
+    """Every picture the run wrote under ``plots/``, keyed as the loggers show them."""
+    return {f"plots/{p.stem}": p for p in sorted((run_dir / "plots").glob("*.png"))}
 
 
 def _skip_if_complete(run_dir: Path) -> Outcome | None:
@@ -375,7 +395,7 @@ def execute(
         duration_s=round((record.get("duration_s") or 0) + time.time() - started, 3),
     )
     write_record(run_dir, record)
-    summary = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("test/"))
+    summary = ", ".join(f"{k}={metrics[k]:.4f}" for k in SUMMARY_METRICS if k in metrics)
     log.info("run complete: %s  %s", run_dir, summary)
     return Outcome(run_dir, "complete", record=record)
 

@@ -121,6 +121,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         self._normalizers: dict[torch.device, tuple[Tensor, Tensor]] = {}
         self._splits: dict[str, tuple[Tensor, Tensor]] = {}
         self._held_out: tuple[Tensor, Tensor] | None = None
+        self._held_out_val: tuple[Tensor, Tensor] | None = None
         self._class_names: list[str] | None = None
         self._image_shape: tuple[int, int, int] | None = None
         self._source: SourceData | None = None  # kept between prepare_data and setup
@@ -174,6 +175,8 @@ class InMemoryDataModule(pl.LightningDataModule):
             self._splits[split] = (self._take(source, part), part.labels)
         if plan.held_out is not None:
             self._held_out = (self._take(source, plan.held_out), plan.held_out.labels)
+        if plan.held_out_val is not None:
+            self._held_out_val = (self._take(source, plan.held_out_val), plan.held_out_val.labels)
 
     def train_dataloader(self) -> TensorBatchLoader:
         return self.loader("train", train=True)
@@ -213,6 +216,13 @@ class InMemoryDataModule(pl.LightningDataModule):
         """Test samples of the held-out classes with their original labels, or ``None``."""
         self._require_setup()
         return self._held_out
+
+    @property
+    def held_out_val(self) -> tuple[Tensor, Tensor] | None:
+        """Held-out-class samples of the training pool (never trained on, disjoint from
+        :attr:`held_out`): the val part of the near-OOD set, or ``None``."""
+        self._require_setup()
+        return self._held_out_val
 
     def split(self, name: str) -> tuple[Tensor, Tensor]:
         """``(images uint8 [N, C, H, W], labels int64 [N])`` of ``train``, ``val`` or ``test``."""

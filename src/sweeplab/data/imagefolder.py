@@ -56,6 +56,7 @@ class ImageFolderDataModule(InMemoryDataModule):
         self.in_memory = checks.boolean("in_memory", in_memory)
         self._datasets: dict[str, SplitDataset] = {}
         self._held_out_dataset: SplitDataset | None = None
+        self._held_out_val_dataset: SplitDataset | None = None
 
     def load_source(self) -> SourceData:
         root = self.root.resolve()
@@ -119,6 +120,8 @@ class ImageFolderDataModule(InMemoryDataModule):
 
         self._datasets = {split: dataset(getattr(plan, split)) for split in SPLITS}
         self._held_out_dataset = dataset(plan.held_out) if plan.held_out is not None else None
+        if plan.held_out_val is not None:
+            self._held_out_val_dataset = dataset(plan.held_out_val)
 
     def _image_shape_of(self, source: SourceData) -> tuple[int, int, int]:
         if self.in_memory:
@@ -146,6 +149,17 @@ class ImageFolderDataModule(InMemoryDataModule):
         if self._held_out is None:
             self._held_out = self._materialise(self._held_out_dataset)
         return self._held_out
+
+    @property
+    def held_out_val(self) -> tuple[Tensor, Tensor] | None:
+        if self.in_memory:
+            return super().held_out_val
+        self._require_setup()
+        if self._held_out_val_dataset is None:
+            return None
+        if self._held_out_val is None:
+            self._held_out_val = self._materialise(self._held_out_val_dataset)
+        return self._held_out_val
 
     def _materialise(self, dataset: SplitDataset) -> tuple[Tensor, Tensor]:
         loader = self._streaming_loader(dataset, train=False)

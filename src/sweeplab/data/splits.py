@@ -75,6 +75,9 @@ class SplitPlan:
     test: SplitPart
     held_out: SplitPart | None
     kept_classes: tuple[int, ...]
+    # Held-out-class samples of the train pool (never trained on, disjoint from test):
+    # a validation OOD set for choosing detector hyperparameters.
+    held_out_val: SplitPart | None = None
 
 
 def plan_splits(
@@ -119,6 +122,8 @@ def plan_splits(
     def keep(indices: Tensor, labels: Tensor) -> Tensor:
         return indices[~torch.isin(labels[indices], held)]
 
+    held_val_indices = candidates[torch.isin(train_labels[candidates], held)]
+
     train_indices = keep(train_indices, train_labels)
     val_indices = keep(val_indices, train_labels)
     test_is_held = torch.isin(test_pool_labels[test_indices], held)
@@ -156,4 +161,9 @@ def plan_splits(
             else None
         ),
         kept_classes=kept,
+        held_out_val=(
+            SplitPart("train", held_val_indices, train_labels[held_val_indices])
+            if held_out_classes
+            else None
+        ),
     )

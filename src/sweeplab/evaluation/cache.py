@@ -2,6 +2,8 @@
 
 Every metric, detector and calibrator reads these tensors instead of the model,
 so new metrics can be computed for a finished run without running it again.
+Each file carries a fingerprint of what produced it (an OOD set's config, the
+corruptions of the shift pass), so a changed set is recomputed, never mixed up.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -22,7 +25,10 @@ CACHE_DIR = "eval_cache"
 
 @dataclass(frozen=True)
 class EvalOutputs:
-    """Per-member logits ``[N, M, C]``, pooled features ``[N, D]`` and labels ``[N]``."""
+    """Per-member logits ``[N, M, C]``, pooled features ``[N, D]`` and labels ``[N]``.
+
+    OOD sets have no labels in the model's label space: their labels are ``-1``.
+    """
 
     member_logits: Tensor
     features: Tensor
@@ -44,6 +50,9 @@ class EvalOutputs:
             "labels": self.labels,
         }
 
+    def subset(self, index: Tensor) -> EvalOutputs:
+        return EvalOutputs(self.member_logits[index], self.features[index], self.labels[index])
+
 
 @torch.no_grad()
 def collect_outputs(
@@ -51,35 +60,63 @@ def collect_outputs(
     batches: Iterable[tuple[Tensor, Tensor]],
     preprocess: Callable[[Tensor], Tensor],
     device: torch.device | str = "cpu",
+    keep_features: bool = True,
 ) -> EvalOutputs:
     """Run ``predict`` (a regime's ``predict_eval``) over every batch exactly once."""
     logits, features, labels = [], [], []
     for x, y in batches:
         member_logits, feats = predict(preprocess(x.to(device, non_blocking=True)))
         logits.append(member_logits.float().cpu())
-        features.append(feats.float().cpu())
+        features.append(feats.float().cpu() if keep_features else feats.new_empty(len(y), 0))
         labels.append(y.cpu())
     if not labels:
         raise ValueError("evaluation set is empty: no batches to evaluate")
-    return EvalOutputs(torch.cat(logits), torch.cat(features), torch.cat(labels))
+    return EvalOutputs(torch.cat(logits), torch.cat(features).cpu(), torch.cat(labels))
 
 
-def save_outputs(outputs: EvalOutputs, run_dir: str | os.PathLike, split: str) -> Path:
-    """Write ``eval_cache/<split>.pt`` atomically; returns the path relative to ``run_dir``."""
+def cache_file(run_dir: str | os.PathLike, name: str) -> Path:
+    return Path(run_dir) / CACHE_DIR / f"{name}.pt"
+
+
+def save_tensors(run_dir: str | os.PathLike, name: str, data: dict[str, Any]) -> Path:
+    """Write ``eval_cache/<name>.pt`` atomically; returns the path relative to ``run_dir``."""
     buffer = io.BytesIO()
-    torch.save(outputs.to_dict(), buffer)
-    relative = Path(CACHE_DIR) / f"{split}.pt"
-    atomic_write_bytes(Path(run_dir) / relative, buffer.getvalue())
-    return relative
+    torch.save(data, buffer)
+    atomic_write_bytes(cache_file(run_dir, name), buffer.getvalue())
+    return Path(CACHE_DIR) / f"{name}.pt"
 
 
-def load_outputs(run_dir: str | os.PathLike, split: str) -> EvalOutputs:
-    """Read a cached split (tensors only: ``weights_only=True``)."""
-    path = Path(run_dir) / CACHE_DIR / f"{split}.pt"
+def load_tensors(run_dir: str | os.PathLike, name: str) -> dict[str, Any]:
+    """Read a cache file safely (``weights_only=True``); a damaged file says how to recover."""
+    path = cache_file(run_dir, name)
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        return EvalOutputs(data["member_logits"], data["features"], data["labels"])
+        return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as exc:
         raise ValueError(f"eval cache {path} is corrupt ({exc}); delete it to recompute") from exc
+
+
+def save_outputs(
+    outputs: EvalOutputs, run_dir: str | os.PathLike, name: str, fingerprint: str = ""
+) -> Path:
+    """Write one evaluation set's outputs; returns the path relative to ``run_dir``."""
+    return save_tensors(run_dir, name, {**outputs.to_dict(), "fingerprint": fingerprint})
+
+
+def load_outputs(run_dir: str | os.PathLike, name: str) -> EvalOutputs:
+    """Read one cached evaluation set (tensors only: ``weights_only=True``)."""
+    data = load_tensors(run_dir, name)
+    try:
+        return EvalOutputs(data["member_logits"], data["features"], data["labels"])
+    except (KeyError, ValueError) as exc:
+        path = cache_file(run_dir, name)
+        raise ValueError(f"eval cache {path} is corrupt ({exc}); delete it to recompute") from exc
+
+
+def cached_fingerprint(run_dir: str | os.PathLike, name: str) -> str | None:
+    """The fingerprint a cache file was written with; ``None`` if absent or unreadable."""
+    try:
+        return str(load_tensors(run_dir, name).get("fingerprint", ""))
+    except (FileNotFoundError, ValueError):
+        return None

@@ -58,7 +58,8 @@ def _average_precision(true_pos: Tensor, false_pos: Tensor) -> float:
     """``Σ_k (R_k − R_{k−1}) P_k`` over thresholds (scikit-learn's step-wise AP, no interpolation)."""
     precision = true_pos / (true_pos + false_pos)
     recall_step = torch.diff(true_pos, prepend=true_pos.new_zeros(1)) / true_pos[-1]
-    return (recall_step * precision).sum().item()
+    # Rounding in the sum can overshoot 1 by an ulp; an AP is a probability.
+    return min(1.0, (recall_step * precision).sum().item())
 
 
 def _roc(in_counts: Tensor, out_counts: Tensor) -> tuple[Tensor, Tensor]:
@@ -85,7 +86,7 @@ def roc_curve(scores_in: Tensor, scores_out: Tensor) -> tuple[Tensor, Tensor]:
 def auroc(scores_in: Tensor, scores_out: Tensor) -> float:
     """Probability that an OOD sample scores above an ID sample (ties count one half)."""
     fpr, tpr = roc_curve(scores_in, scores_out)
-    return torch.trapezoid(tpr, fpr).item()
+    return min(1.0, torch.trapezoid(tpr, fpr).item())
 
 
 def aupr_out(scores_in: Tensor, scores_out: Tensor) -> float:

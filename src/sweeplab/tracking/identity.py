@@ -17,9 +17,11 @@ RUN_ID_LENGTH = 12
 
 # Dotted keys that never change a run's results: where files go, how progress is
 # shown, which loggers receive copies, how data is fetched (loader workers, download,
-# in memory or streamed: the same pixels either way).
+# in memory or streamed: the same pixels either way). ``eval`` is left out because it
+# never changes the trained model: ``sweeplab eval`` recomputes it for a finished run.
 NON_RESULT_KEYS = (
     "hydra",
+    "eval",
     "name",
     "tags",
     "paths",

@@ -92,6 +92,28 @@ def publish_summary(loggers: list[Any], metrics: dict[str, float], step: int) ->
             logger.save()
 
 
+def publish_images(loggers: list[Any], images: dict[str, Path], step: int) -> None:
+    """Send the run's pictures (``key -> PNG path``) to the loggers that show images."""
+    if not images:
+        return
+    for logger in loggers:
+        name = type(logger).__name__
+        if name == "WandbLogger":
+            import wandb
+
+            logger.experiment.log(
+                {key: wandb.Image(str(path)) for key, path in images.items()}, commit=False
+            )
+        elif name == "TensorBoardLogger":
+            import numpy as np
+            from PIL import Image
+
+            for key, path in images.items():
+                with Image.open(path) as picture:
+                    pixels = np.asarray(picture.convert("RGB"))
+                logger.experiment.add_image(key, pixels, global_step=step, dataformats="HWC")
+
+
 def close_loggers(loggers: list[Any], failed: bool = False) -> None:
     """Finish W&B runs (marked failed when the run failed); say how to upload offline ones."""
     for logger in loggers:

@@ -1,0 +1,202 @@
+"""The evaluation app: ``sweeplab eval run=<dir|id> [eval overrides…]``.
+
+Re-evaluates a finished run with a changed ``eval`` config (more detectors, other
+calibrators, more bins) from its eval cache and updates its record. The trained
+model is fixed, so only ``eval`` keys may change. The model runs only for what the
+cache lacks: a new OOD set, other corruptions, ODIN (it needs input gradients),
+or a run without a cache; it is then loaded from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from sweeplab.tracking.record import CorruptRecordError, now_iso, read_record, write_record
+
+log = logging.getLogger("sweeplab.eval")
+
+USAGE = """usage: sweeplab eval run=<run dir | run id> [eval overrides…]
+
+Recompute a finished run's evaluation from its eval cache and update its record.
+Only eval keys may be overridden, e.g.
+  sweeplab eval run=runs/digits_small_cnn/0123abcd4567 eval.ood.detectors=[knn,vim]
+  sweeplab eval run=0123abcd4567 eval.calibration.n_bins=20 eval/ood_sets=digits
+A run id is looked up under ./runs (or paths.runs_dir=…, or $SWEEPLAB_HOME/runs).
+"""
+
+EVAL_OVERRIDE_PREFIXES = ("eval.", "eval=", "eval/", "paths.")
+
+
+class EvalError(Exception):
+    """A re-evaluation that cannot start; the message says what to do."""
+
+
+def _is_eval_override(override: str) -> bool:
+    return override.lstrip("+~").startswith(EVAL_OVERRIDE_PREFIXES)
+
+
+def find_run(spec: str, runs_dir: Path) -> Path:
+    """A run directory from a path or a (prefix of a) run id under ``runs_dir``."""
+    path = Path(spec).expanduser()
+    if (path / "record.json").exists():
+        return path.resolve()
+    matches = sorted(p.parent for p in runs_dir.glob(f"*/{spec}*/record.json"))
+    if not matches:
+        raise EvalError(
+            f"no run {spec!r}: not a run directory, and no run id starting with it under "
+            f"{runs_dir} (list runs with: sweeplab runs --runs-dir {runs_dir})"
+        )
+    if len(matches) > 1:
+        names = ", ".join(str(m) for m in matches[:5])
+        raise EvalError(f"run id {spec!r} is ambiguous under {runs_dir}: {names}")
+    return matches[0].resolve()
+
+
+def eval_config(record: dict[str, Any], overrides: list[str]) -> DictConfig:
+    """The run's stored config with its ``eval`` node recomposed under ``overrides``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from sweeplab.configs import config_dir
+
+    bad = [o for o in overrides if not _is_eval_override(o)]
+    if bad:
+        raise EvalError(
+            f"sweeplab eval changes only eval (and paths) keys, got {bad}; the trained model "
+            "is fixed: start a new run with sweeplab train for other settings"
+        )
+    stored = OmegaConf.create(record.get("config") or {})
+    data_choice = (record.get("choices") or {}).get("data")
+    previous = [o for o in record.get("overrides", []) if o.lstrip("+~").startswith("eval")]
+    composed_overrides = ([f"data={data_choice}"] if data_choice else []) + previous + overrides
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            composed = compose("train", overrides=composed_overrides)
+    except Exception as exc:
+        raise EvalError(f"the eval overrides do not compose: {exc}") from exc
+    finally:
+        GlobalHydra.instance().clear()
+    # The new eval node resolves its interpolations (paths, seed) against the run's config.
+    stored.eval = OmegaConf.to_container(composed.eval, resolve=False)
+    for override in overrides:
+        if override.startswith("paths."):
+            key, _, value = override.partition("=")
+            OmegaConf.update(stored, key, value)
+    return stored
+
+
+def _load_model(cfg: DictConfig, run_dir: Path, device):
+    """The run's regime with its evaluated weights, loaded safely (``weights_only``)."""
+    import torch
+
+    from sweeplab.train import BEST_CKPT, CHECKPOINT_DIR, LAST_CKPT, build_components
+
+    name = BEST_CKPT if cfg.get("eval_checkpoint") == "best" else LAST_CKPT
+    path = run_dir / CHECKPOINT_DIR / name
+    if not path.exists():
+        raise EvalError(
+            f"the eval cache lacks what this evaluation needs and there is no checkpoint at "
+            f"{path} to recompute it from; retrain the run (delete its directory and relaunch)"
+        )
+    datamodule, module = build_components(cfg)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+    except Exception as exc:
+        raise EvalError(
+            f"checkpoint {path} is corrupt or does not match the run's model "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from exc
+    return datamodule, module.to(device).eval()
+
+
+def evaluate_run(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
+    """Re-evaluate one complete run and write its record; returns the updated record."""
+    from sweeplab.evaluation.passes import EvalPasses
+    from sweeplab.evaluation.report import evaluate_cached, is_eval_metric
+    from sweeplab.files import atomic_write_text
+
+    try:
+        record = read_record(run_dir)
+    except CorruptRecordError as exc:
+        raise EvalError(str(exc)) from exc
+    if record is None:
+        raise EvalError(f"{run_dir} has no record.json")
+    if record.get("status") != "complete":
+        raise EvalError(
+            f"run {run_dir} is {record.get('status')}; only complete runs can be re-evaluated "
+            "(relaunch its sweeplab train command to finish it)"
+        )
+    cfg = eval_config(record, overrides)
+    started = time.time()
+    passes = EvalPasses(cfg.eval, run_dir, force=False)
+    missing = passes.missing()
+    if missing:
+        import torch
+
+        accelerator = str(cfg.get("trainer", {}).get("accelerator", "cpu"))
+        use_gpu = accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+        device = torch.device("cuda" if use_gpu else "cpu")
+        log.info("running the model for what the eval cache lacks: %s", ", ".join(missing))
+        datamodule, module = _load_model(cfg, run_dir, device)
+        artifacts = passes.run(module, datamodule, device)
+    else:
+        artifacts = {}
+    report = evaluate_cached(run_dir, cfg.eval)
+    kept = {k: v for k, v in record.get("metrics", {}).items() if not is_eval_metric(k)}
+    record["metrics"] = {**kept, **report.metrics}
+    record["artifacts"].update({**artifacts, **report.artifacts})
+    record["evaluation"] = {**report.details, "recomputed": missing}
+    record["config"]["eval"] = OmegaConf.to_container(cfg.eval, resolve=True)
+    record["evaluated"] = now_iso()
+    record["eval_duration_s"] = round(time.time() - started, 3)
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(record["config"]))
+    write_record(run_dir, record)
+    return record
+
+
+def _summary(record: dict[str, Any]) -> str:
+    metrics = record["metrics"]
+    lines = [f"run {record['run_id']} re-evaluated ({record['eval_duration_s']:.1f} s)"]
+    for key in ("test/cls/acc", "test/cal/ece", "test/cal/ece_ts", "shift/mean/acc"):
+        if key in metrics:
+            lines.append(f"  {key:<24} {metrics[key]:.4f}")
+    for key in sorted(k for k in metrics if k.startswith(("ood/near/", "ood/far/"))):
+        if key.endswith("/auroc"):
+            lines.append(f"  {key:<24} {metrics[key]:.4f}")
+    return "\n".join(lines)
+
+
+def main(args: list[str]) -> int:
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if args else 2
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    specs = [a for a in args if a.startswith("run=")]
+    overrides = [a for a in args if not a.startswith("run=")]
+    if len(specs) != 1:
+        print(f"sweeplab eval: give exactly one run=<dir|id>\n\n{USAGE}", file=sys.stderr)
+        return 2
+    runs_dir = Path(os.environ.get("SWEEPLAB_HOME", ".")) / "runs"
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key == "paths.root_dir":
+            runs_dir = Path(value) / "runs"
+        elif key == "paths.runs_dir":
+            runs_dir = Path(value)
+    try:
+        run_dir = find_run(specs[0].partition("=")[2], runs_dir)
+        record = evaluate_run(run_dir, overrides)
+    except EvalError as exc:
+        print(f"sweeplab eval: {exc}", file=sys.stderr)
+        return 1
+    print(_summary(record))
+    return 0

@@ -1,0 +1,191 @@
+"""OOD evaluation from the cache: choose, fit and score every detector on every set.
+
+Hyperparameters come from ``eval.ood.hyperparameters`` when fixed there; otherwise
+each detector's grid is searched on the val OOD sets (in-distribution val against
+the val part of every OOD set) and the AUROC-best value is kept. The test split is
+never used for choosing. Metrics follow DESIGN §6: ``ood/<set>/<detector>/<metric>``
+and the means over the ``near`` and ``far`` groups.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from sweeplab.evaluation.cache import EvalOutputs
+from sweeplab.metrics.ood import auroc, ood_metrics
+
+GROUPS = ("near", "far")
+
+
+@dataclass(frozen=True)
+class OODSetOutputs:
+    """One OOD set's cached outputs: its group and its val (optional) and test parts."""
+
+    name: str
+    group: str
+    test: EvalOutputs
+    val: EvalOutputs | None = None
+
+
+@dataclass
+class OODResult:
+    metrics: dict[str, float] = field(default_factory=dict)
+    # scores[set or "id"][detector] on the test parts (for histograms and ROC curves)
+    scores: dict[str, dict[str, Tensor]] = field(default_factory=dict)
+    hyperparameters: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def fixed_hyperparameters(node) -> dict[str, Any]:
+    """The detectors whose hyperparameters ``eval.ood.hyperparameters`` fixes (null: not fixed)."""
+    if node is None:
+        return {}
+    plain = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    return {name: dict(params) for name, params in plain.items() if params is not None}
+
+
+def hyperparameter_candidates(eval_cfg: DictConfig, detector: str) -> list[dict[str, Any]]:
+    """The settings to try for ``detector``: the fixed one, or the defaults then its grid."""
+    from sweeplab.evaluation.detectors import DETECTORS
+
+    fixed = fixed_hyperparameters(eval_cfg.ood.get("hyperparameters"))
+    unknown = sorted(set(fixed) - set(DETECTORS))
+    if unknown:
+        raise ValueError(
+            f"eval.ood.hyperparameters names unknown detectors {unknown}; "
+            f"known: {sorted(DETECTORS)}"
+        )
+    if detector in fixed:
+        return [dict(fixed[detector] or {})]
+    candidates: list[dict[str, Any]] = [{}]
+    if eval_cfg.ood.get("select_on_val", True):
+        grid = DETECTORS[detector].default_grid
+        keys = sorted(grid)
+        candidates += [
+            dict(zip(keys, values, strict=True))
+            for values in itertools.product(*(grid[k] for k in keys))
+        ]
+    return candidates
+
+
+def select_on_val(
+    candidates: list[dict[str, Any]],
+    score_val: Callable[[dict[str, Any]], tuple[Tensor, Tensor]],
+) -> tuple[dict[str, Any], float]:
+    """The candidate with the best val AUROC (ID val vs val OOD); ties keep the earlier one."""
+    best, best_auroc = candidates[0], -1.0
+    for params in candidates:
+        scores_in, scores_out = score_val(params)
+        value = auroc(scores_in, scores_out)
+        if value > best_auroc + 1e-12:
+            best, best_auroc = params, value
+    return best, best_auroc
+
+
+def evaluate_ood(
+    eval_cfg: DictConfig,
+    fit: EvalOutputs,
+    id_val: EvalOutputs,
+    id_test: EvalOutputs,
+    sets: list[OODSetOutputs],
+    head=None,
+    odin: dict[str, Any] | None = None,
+) -> OODResult:
+    """Every configured detector on every OOD set, with the group means."""
+    from sweeplab.evaluation.detectors import DETECTORS
+
+    result = OODResult()
+    if not sets:
+        return result
+    for ood_set in sets:
+        if ood_set.group not in GROUPS:
+            raise ValueError(
+                f"eval.ood.sets.{ood_set.name}.group must be one of {GROUPS}, got {ood_set.group!r}"
+            )
+    detectors = [str(name) for name in eval_cfg.ood.get("detectors") or []]
+    unknown = [name for name in detectors if name not in DETECTORS]
+    if unknown:
+        raise ValueError(f"eval.ood.detectors: unknown {unknown}; known: {sorted(DETECTORS)}")
+    val_sets = [s.val for s in sets if s.val is not None]
+    select = bool(eval_cfg.ood.get("select_on_val", True)) and bool(val_sets)
+
+    result.scores["id"] = {}
+    for name in detectors:
+        if name == "odin":
+            if odin is None:
+                raise ValueError(
+                    "odin needs the model (input gradients) and its scores are not in the "
+                    "eval cache; run the evaluation with the model (sweeplab eval loads the "
+                    "checkpoint when the cache lacks them)"
+                )
+            scores = odin["scores"]
+            result.hyperparameters[name] = dict(odin.get("hyperparameters") or {})
+            test_scores = {"id": scores["test"]}
+            for ood_set in sets:
+                test_scores[ood_set.name] = scores[f"ood/{ood_set.name}/test"]
+        else:
+            detector = _fitted_detector(
+                name, eval_cfg, fit, head, id_val, val_sets if select else []
+            )
+            result.hyperparameters[name] = dict(detector.hyperparameters)
+            test_scores = {"id": detector.score(id_test)}
+            for ood_set in sets:
+                test_scores[ood_set.name] = detector.score(ood_set.test)
+        result.scores["id"][name] = test_scores["id"]
+        for ood_set in sets:
+            result.scores.setdefault(ood_set.name, {})[name] = test_scores[ood_set.name]
+            for metric, value in ood_metrics(test_scores["id"], test_scores[ood_set.name]).items():
+                result.metrics[f"ood/{ood_set.name}/{name}/{metric}"] = value
+    result.metrics.update(_group_means(result.metrics, sets, detectors))
+    return result
+
+
+def _fitted_detector(name, eval_cfg, fit, head, id_val, val_sets):
+    from sweeplab.evaluation.detectors import DETECTORS, build_detector
+
+    def fitted(params: dict[str, Any]):
+        detector = build_detector(name, **params)
+        if detector.needs_fit or detector.needs_head:
+            detector.fit(fit, head)
+        return detector
+
+    candidates = hyperparameter_candidates(eval_cfg, name)
+    params = candidates[0]
+    if len(candidates) > 1 and val_sets and DETECTORS[name].default_grid:
+        val_out = _concat(val_sets)
+
+        def score_val(candidate):
+            detector = fitted(candidate)
+            return detector.score(id_val), detector.score(val_out)
+
+        params, _ = select_on_val(candidates, score_val)
+    return fitted(params)
+
+
+def _concat(parts: list[EvalOutputs]) -> EvalOutputs:
+    return EvalOutputs(
+        torch.cat([p.member_logits for p in parts]),
+        torch.cat([p.features for p in parts]),
+        torch.cat([p.labels for p in parts]),
+    )
+
+
+def _group_means(
+    metrics: dict[str, float], sets: list[OODSetOutputs], detectors: list[str]
+) -> dict[str, float]:
+    means: dict[str, float] = {}
+    for group in GROUPS:
+        members = [s.name for s in sets if s.group == group]
+        if not members:
+            continue
+        for detector in detectors:
+            for metric in ("auroc", "aupr_in", "aupr_out", "fpr95"):
+                values = [metrics[f"ood/{m}/{detector}/{metric}"] for m in members]
+                means[f"ood/{group}/{detector}/{metric}"] = sum(values) / len(values)
+    return means

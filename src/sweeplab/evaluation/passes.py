@@ -1,0 +1,367 @@
+"""The forward passes of evaluation: every set the model must see, once, into the cache.
+
+This is the only part of evaluation that runs the model. It writes
+``eval_cache/{train,val,test}.pt``, ``eval_cache/ood/<set>/{val,test}.pt``,
+``eval_cache/shift.pt`` (logits of every corruption and severity), the linear
+head (for ReAct, ASH and ViM) and, for ODIN, the scores it needs input gradients
+for. Everything else is computed from these files by :mod:`sweeplab.evaluation.report`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from sweeplab.evaluation.cache import (
+    EvalOutputs,
+    cache_file,
+    cached_fingerprint,
+    collect_outputs,
+    save_outputs,
+    save_tensors,
+)
+from sweeplab.evaluation.ood import fixed_hyperparameters
+
+log = logging.getLogger(__name__)
+
+HEAD_CACHE = "head"
+SHIFT_CACHE = "shift"
+ODIN_CACHE = "odin"
+FIT_SPLITS = ("train", "val")
+
+
+def fingerprint(value: Any) -> str:
+    """A short stable hash of a JSON-able value (what produced a cache file)."""
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def ood_set_configs(eval_cfg: DictConfig) -> dict[str, DictConfig]:
+    """The configured OOD sets by name; a set overridden to ``null`` is dropped."""
+    sets = eval_cfg.ood.get("sets") or {}
+    return {str(name): node for name, node in sets.items() if node is not None}
+
+
+def ood_cache_name(set_name: str, split: str) -> str:
+    return f"ood/{set_name}/{split}"
+
+
+def ood_fingerprint(set_cfg: DictConfig) -> str:
+    """What an OOD set's cache depends on (the model's image shape is fixed by the run)."""
+    return fingerprint(OmegaConf.to_container(set_cfg, resolve=True))
+
+
+def shift_fingerprint(eval_cfg: DictConfig) -> str:
+    shift = eval_cfg.get("shift") or {}
+    return fingerprint(OmegaConf.to_container(shift, resolve=True) if shift else {})
+
+
+def odin_fingerprint(eval_cfg: DictConfig, set_fingerprints: dict[str, str]) -> str:
+    ood = eval_cfg.ood
+    return fingerprint(
+        {
+            "sets": set_fingerprints,
+            "select_on_val": bool(ood.get("select_on_val", True)),
+            "hyperparameters": fixed_hyperparameters(ood.get("hyperparameters")).get("odin", {}),
+        }
+    )
+
+
+def image_batches(images: Tensor, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """``(images, -1 labels)`` batches of an unlabeled set, in order."""
+    for chunk in torch.split(images, batch_size):
+        yield chunk, torch.full((chunk.shape[0],), -1, dtype=torch.long)
+
+
+def corrupted_batches(
+    loader, name: str, severity: int, seed: int, device: torch.device | str = "cpu"
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """The test batches with one corruption applied on ``device``; each batch has its own seed."""
+    from sweeplab.data.corruptions import corrupt
+
+    for index, (images, labels) in enumerate(loader):
+        batch_seed = int(fingerprint([seed, name, severity, index])[:8], 16)
+        yield corrupt(images.to(device), name, severity, batch_seed), labels
+
+
+def linear_head(module: nn.Module) -> dict[str, Tensor] | None:
+    """The classifier the cached features feed, when it is linear (ReAct, ASH, ViM use it)."""
+    head = getattr(getattr(module, "backbone", None), "head", None)
+    if not isinstance(head, nn.Linear):
+        return None
+    bias = head.bias if head.bias is not None else torch.zeros(head.out_features)
+    return {"weight": head.weight.detach().float().cpu(), "bias": bias.detach().float().cpu()}
+
+
+class EvalPasses:
+    """Runs the model over the evaluation sets that are missing from a run's cache.
+
+    Args:
+        eval_cfg: the ``eval`` config node.
+        run_dir: the run directory whose ``eval_cache/`` is filled.
+        force: recompute every file (after training); ``False`` keeps the files whose
+            fingerprint matches the config, so ``sweeplab eval`` runs the model only
+            for what is new (another OOD set, other corruptions, ODIN).
+    """
+
+    def __init__(self, eval_cfg: DictConfig, run_dir: Path, force: bool = True) -> None:
+        self.eval_cfg = eval_cfg
+        self.run_dir = Path(run_dir)
+        self.force = force
+        self.module = None
+        self.datamodule = None
+        self.device = torch.device("cpu")
+        fit_split = str(eval_cfg.ood.get("fit_split", "train"))
+        if fit_split not in FIT_SPLITS:
+            raise ValueError(f"eval.ood.fit_split must be one of {FIT_SPLITS}, got {fit_split!r}")
+        self.fit_split = fit_split
+        self.fit_limit = eval_cfg.ood.get("fit_max_samples")
+        # No detector, no OOD pass: the sets are only ever read by detectors.
+        self.set_fingerprints = (
+            {name: ood_fingerprint(node) for name, node in ood_set_configs(eval_cfg).items()}
+            if eval_cfg.ood.get("detectors")
+            else {}
+        )
+
+    # -- what is missing -------------------------------------------------------------
+
+    def _stale(self, name: str, expected: str = "") -> bool:
+        return self.force or cached_fingerprint(self.run_dir, name) != expected
+
+    def _split_fingerprint(self, split: str) -> str:
+        return fingerprint(self.fit_limit) if split == "train" else ""
+
+    def _splits_needed(self) -> list[str]:
+        splits = ["val", "test"] + (["train"] if self.fit_split == "train" else [])
+        return [s for s in splits if self._stale(s, self._split_fingerprint(s))]
+
+    def _sets_needed(self) -> list[str]:
+        return [
+            name
+            for name, expected in self.set_fingerprints.items()
+            if self._stale(ood_cache_name(name, "test"), expected)
+        ]
+
+    def _wants_shift(self) -> bool:
+        shift = self.eval_cfg.get("shift")
+        return bool(shift and shift.get("corruptions"))
+
+    def _wants_odin(self) -> bool:
+        detectors = list(self.eval_cfg.ood.get("detectors") or [])
+        return "odin" in detectors and bool(self.set_fingerprints)
+
+    def missing(self) -> list[str]:
+        """The cache files the model must (re)compute; empty when the cache is complete."""
+        needed = list(self._splits_needed())
+        if self.force or cached_fingerprint(self.run_dir, HEAD_CACHE) is None:
+            needed.append(HEAD_CACHE)
+        needed += [ood_cache_name(name, "test") for name in self._sets_needed()]
+        if self._wants_shift() and self._stale(SHIFT_CACHE, shift_fingerprint(self.eval_cfg)):
+            needed.append(SHIFT_CACHE)
+        if self._wants_odin() and self._stale(ODIN_CACHE, self._odin_fingerprint()):
+            needed.append(ODIN_CACHE)
+        return needed
+
+    def _odin_fingerprint(self) -> str:
+        return odin_fingerprint(self.eval_cfg, self.set_fingerprints)
+
+    # -- the passes ------------------------------------------------------------------
+
+    def _preprocess(self, x: Tensor) -> Tensor:
+        return self.datamodule.preprocess(x, train=False)
+
+    def _collect(self, batches, keep_features: bool = True) -> EvalOutputs:
+        return collect_outputs(
+            self.module.predict_eval, batches, self._preprocess, self.device, keep_features
+        )
+
+    def run(self, module, datamodule, device: torch.device | str = "cpu") -> dict[str, str]:
+        """Compute what :meth:`missing` lists; returns the artifacts written."""
+        self.module, self.datamodule, self.device = module, datamodule, torch.device(device)
+        needed = self.missing()
+        module.to(self.device).eval()
+        artifacts: dict[str, str] = {}
+        for split in self._splits_needed():
+            artifacts.update(self._split(split))
+        if HEAD_CACHE in needed:
+            head = linear_head(module)
+            if head is not None:
+                artifacts["eval_cache/head"] = str(save_tensors(self.run_dir, HEAD_CACHE, head))
+        odin = ODIN_CACHE in needed
+        sets_needed = set(self._sets_needed())
+        ood_images: dict[str, Tensor] = {}
+        for name, set_cfg in ood_set_configs(self.eval_cfg).items():
+            if name not in self.set_fingerprints:
+                continue
+            if name in sets_needed or odin:
+                ood_images.update(self._ood_set(name, set_cfg, name in sets_needed, artifacts))
+        if SHIFT_CACHE in needed:
+            artifacts.update(self._shift())
+        if odin:
+            artifacts.update(self._odin(ood_images))
+        return artifacts
+
+    def _split(self, split: str) -> dict[str, str]:
+        outputs = self._collect(self.datamodule.loader(split))
+        if (
+            split == "train"
+            and self.fit_limit is not None
+            and len(outputs.labels) > int(self.fit_limit)
+        ):
+            generator = torch.Generator().manual_seed(0)
+            keep = torch.randperm(len(outputs.labels), generator=generator)[: int(self.fit_limit)]
+            outputs = outputs.subset(keep.sort().values)
+        path = save_outputs(outputs, self.run_dir, split, self._split_fingerprint(split))
+        return {f"eval_cache/{split}": str(path)}
+
+    def _ood_set(
+        self, name: str, set_cfg: DictConfig, write: bool, artifacts: dict[str, str]
+    ) -> dict[str, Tensor]:
+        """Load and adapt one OOD set; pass (and cache) its val and test parts if ``write``."""
+        from hydra.utils import instantiate
+
+        try:
+            ood_set = instantiate(set_cfg)
+        except Exception as exc:
+            raise ValueError(f"eval.ood.sets.{name} could not be created: {exc}") from exc
+        expected = self.set_fingerprints[name]
+        images_by_cache: dict[str, Tensor] = {}
+        for split in ("val", "test"):
+            cache = ood_cache_name(name, split)
+            images = ood_set.load(self.datamodule, split)
+            if images is None:
+                if write:
+                    cache_file(self.run_dir, cache).unlink(missing_ok=True)
+                continue
+            images_by_cache[cache] = images
+            if write:
+                outputs = self._collect(image_batches(images, self.datamodule.eval_batch_size))
+                artifacts[f"eval_cache/{cache}"] = str(
+                    save_outputs(outputs, self.run_dir, cache, expected)
+                )
+        return images_by_cache
+
+    def _shift(self) -> dict[str, str]:
+        shift = self.eval_cfg.shift
+        loader = self.datamodule.loader("test")
+        logits: dict[str, Tensor] = {}
+        labels = None
+        for name in shift.corruptions:
+            for severity in shift.severities:
+                outputs = self._collect(
+                    corrupted_batches(
+                        loader, str(name), int(severity), int(shift.seed), self.device
+                    ),
+                    keep_features=False,
+                )
+                logits[f"{name}/{int(severity)}"] = outputs.member_logits
+                labels = outputs.labels
+        path = save_tensors(
+            self.run_dir,
+            SHIFT_CACHE,
+            {"logits": logits, "labels": labels, "fingerprint": shift_fingerprint(self.eval_cfg)},
+        )
+        return {"eval_cache/shift": str(path)}
+
+    def _odin(self, ood_images: dict[str, Tensor]) -> dict[str, str]:
+        """ODIN scores for every set, with (T, ε) chosen on the val OOD sets if any."""
+        from sweeplab.evaluation.detectors import build_detector
+        from sweeplab.evaluation.detectors.logits import score_odin_grid
+        from sweeplab.evaluation.ood import hyperparameter_candidates, select_on_val
+
+        batch_size = self.datamodule.eval_batch_size
+
+        def batches(cache: str):
+            if cache in ("val", "test"):
+                return self.datamodule.loader(cache)
+            return image_batches(ood_images[cache], batch_size)
+
+        def grid_scores(settings: list[dict[str, Any]], cache: str) -> list[Tensor]:
+            return score_odin_grid(
+                self._logits, batches(cache), self._preprocess, settings, self.device
+            )
+
+        candidates = [
+            build_detector("odin", **params).hyperparameters
+            for params in hyperparameter_candidates(self.eval_cfg, "odin")
+        ]
+        val_ood = [cache for cache in ood_images if cache.endswith("/val")]
+        params = candidates[0]
+        if len(candidates) > 1 and val_ood:
+            val_in = grid_scores(candidates, "val")
+            val_out = [grid_scores(candidates, cache) for cache in val_ood]
+            by_setting = {
+                id(setting): (val_in[i], torch.cat([scores[i] for scores in val_out]))
+                for i, setting in enumerate(candidates)
+            }
+            params, _ = select_on_val(candidates, lambda p: by_setting[id(p)])
+        tests = ["test", *[cache for cache in ood_images if cache.endswith("/test")]]
+        scores = {cache: grid_scores([params], cache)[0] for cache in tests}
+        path = save_tensors(
+            self.run_dir,
+            ODIN_CACHE,
+            {
+                "scores": scores,
+                "hyperparameters": dict(params),
+                "fingerprint": self._odin_fingerprint(),
+            },
+        )
+        return {"eval_cache/odin": str(path)}
+
+    def _logits(self, x: Tensor) -> Tensor:
+        """Mean member logits: the function ODIN differentiates through."""
+        return self.module.predict_eval(x)[0].mean(dim=1)
+
+
+def check_eval_config(eval_cfg: DictConfig, datamodule) -> None:
+    """Refuse an impossible ``eval`` config before training, naming the key at fault."""
+    from hydra.utils import instantiate
+
+    from sweeplab.checks import positive_int
+    from sweeplab.data.corruptions import CORRUPTIONS
+    from sweeplab.evaluation.calibrators import CALIBRATORS
+    from sweeplab.evaluation.detectors import DETECTORS, build_detector
+    from sweeplab.evaluation.ood import GROUPS
+
+    positive_int("eval.calibration.n_bins", eval_cfg.calibration.get("n_bins", 15))
+    for key, known, chosen in (
+        ("eval.calibration.calibrators", CALIBRATORS, eval_cfg.calibration.get("calibrators")),
+        ("eval.ood.detectors", DETECTORS, eval_cfg.ood.get("detectors")),
+        ("eval.shift.corruptions", CORRUPTIONS, (eval_cfg.get("shift") or {}).get("corruptions")),
+    ):
+        unknown = [str(name) for name in chosen or [] if str(name) not in known]
+        if unknown:
+            raise ValueError(f"{key}: unknown {unknown}; choose from {sorted(known)}")
+    severities = list((eval_cfg.get("shift") or {}).get("severities") or [])
+    if any(not isinstance(s, int) or not 1 <= s <= 5 for s in severities):
+        raise ValueError(f"eval.shift.severities must be integers in 1..5, got {severities}")
+    fixed = fixed_hyperparameters(eval_cfg.ood.get("hyperparameters"))
+    for name, params in fixed.items():
+        if name not in DETECTORS:
+            raise ValueError(
+                f"eval.ood.hyperparameters.{name}: unknown detector; choose from {sorted(DETECTORS)}"
+            )
+        build_detector(name, **(params or {}))
+    for name, set_cfg in ood_set_configs(eval_cfg).items():
+        try:
+            ood_set = instantiate(set_cfg)
+        except Exception as exc:
+            raise ValueError(f"eval.ood.sets.{name} could not be created: {exc}") from exc
+        if ood_set.group not in GROUPS:
+            raise ValueError(
+                f"eval.ood.sets.{name}.group must be one of {GROUPS}, got {ood_set.group!r}"
+            )
+        if type(ood_set).__name__ == "HeldOutClasses" and not datamodule.held_out_classes:
+            raise ValueError(
+                f"eval.ood.sets.{name} uses held-out classes but data.held_out_classes is empty: "
+                f"set data.held_out_classes (e.g. [8,9]) or drop the set with "
+                f"eval.ood.sets.{name}=null"
+            )

@@ -1,0 +1,205 @@
+"""Every evaluation metric of a run, from its eval cache alone (the model is not needed).
+
+Classification and calibration on val and test (calibrators fitted on val), OOD
+detection on every configured set, accuracy/NLL/ECE under every corruption, and
+the plots of all three. ``sweeplab train`` calls this after its forward passes;
+``sweeplab eval`` calls it again with a changed ``eval`` config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from sweeplab.evaluation.cache import load_outputs, load_tensors
+from sweeplab.evaluation.ood import OODSetOutputs, evaluate_ood
+from sweeplab.evaluation.passes import (
+    HEAD_CACHE,
+    ODIN_CACHE,
+    SHIFT_CACHE,
+    ood_cache_name,
+    ood_set_configs,
+)
+from sweeplab.files import atomic_write_text
+from sweeplab.metrics.classification import (
+    accuracy,
+    classification_metrics,
+    ensemble_log_probs,
+    nll,
+)
+
+log = logging.getLogger(__name__)
+
+PLOTS_DIR = "plots"
+
+
+@dataclass
+class EvalReport:
+    metrics: dict[str, float] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def is_eval_metric(key: str) -> bool:
+    """Metric keys this module owns: ``sweeplab eval`` replaces them all at once."""
+    return key.startswith(("ood/", "shift/")) or "/cls/" in key or "/cal/" in key
+
+
+def evaluate_cached(run_dir: Path, eval_cfg: DictConfig) -> EvalReport:
+    """All metrics (and plots, if ``eval.plots``) from ``run_dir/eval_cache``."""
+    run_dir = Path(run_dir)
+    report = EvalReport()
+    val, test = load_outputs(run_dir, "val"), load_outputs(run_dir, "test")
+    for split, outputs in (("val", val), ("test", test)):
+        report.metrics.update(classification_metrics(outputs.member_logits, outputs.labels, split))
+    plots = bool(eval_cfg.get("plots", True))
+    _calibration(report, val, test, eval_cfg, run_dir, plots)
+    if ood_set_configs(eval_cfg) and eval_cfg.ood.get("detectors"):
+        _ood(report, val, test, eval_cfg, run_dir, plots)
+    if eval_cfg.get("shift") and eval_cfg.shift.get("corruptions"):
+        _shift(report, eval_cfg, run_dir)
+    return report
+
+
+def _calibration(report, val, test, eval_cfg, run_dir: Path, plots: bool) -> None:
+    from sweeplab.evaluation.calibrators import CALIBRATORS
+    from sweeplab.metrics.calibration import calibration_metrics, reliability_bins
+
+    n_bins = int(eval_cfg.calibration.get("n_bins", 15))
+    val_log_probs = ensemble_log_probs(val.member_logits).float()
+    test_log_probs = ensemble_log_probs(test.member_logits).float()
+    for split, log_probs, labels in (
+        ("val", val_log_probs, val.labels),
+        ("test", test_log_probs, test.labels),
+    ):
+        report.metrics.update(calibration_metrics(log_probs, labels, split, n_bins=n_bins))
+    bins = {"before": reliability_bins(test_log_probs.exp(), test.labels, n_bins)}
+    calibration: dict[str, Any] = {"fit_split": "val", "n_bins": n_bins}
+    for name in eval_cfg.calibration.get("calibrators") or []:
+        name = str(name)
+        if name not in CALIBRATORS:
+            raise ValueError(
+                f"eval.calibration.calibrators: unknown {name!r}; known: {sorted(CALIBRATORS)}"
+            )
+        calibrator = CALIBRATORS[name]().fit(val_log_probs, val.labels, split="val")
+        calibrated = torch.log_softmax(calibrator.transform(test_log_probs), dim=1)
+        report.metrics.update(
+            calibration_metrics(calibrated, test.labels, "test", suffix=f"_{name}", n_bins=n_bins)
+        )
+        bins[f"after_{name}"] = reliability_bins(calibrated.exp(), test.labels, n_bins)
+        if name == "ts":
+            report.metrics["val/cal/temperature"] = float(calibrator.temperature)
+            calibration["temperature"] = float(calibrator.temperature)
+    report.details["calibration"] = calibration
+    relative = Path(PLOTS_DIR) / "reliability_test.json"
+    atomic_write_text(run_dir / relative, json.dumps(bins, indent=1))
+    report.artifacts["reliability_bins"] = str(relative)
+    if plots:
+        from sweeplab.evaluation.plots import reliability_diagram
+
+        path = reliability_diagram(
+            bins["before"],
+            run_dir / PLOTS_DIR / "reliability_test.png",
+            title="test reliability",
+            ece=report.metrics["test/cal/ece"],
+            after=bins.get("after_ts"),
+            ece_after=report.metrics.get("test/cal/ece_ts"),
+        )
+        report.artifacts["plots/reliability_test"] = str(Path(path).relative_to(run_dir))
+
+
+def _ood(report, val, test, eval_cfg, run_dir: Path, plots: bool) -> None:
+    from sweeplab.evaluation.cache import cache_file
+    from sweeplab.evaluation.detectors import LinearHead
+    from sweeplab.metrics.ood import OOD_CONVENTION
+
+    sets = []
+    for name, set_cfg in ood_set_configs(eval_cfg).items():
+        test_part = load_outputs(run_dir, ood_cache_name(name, "test"))
+        val_file = cache_file(run_dir, ood_cache_name(name, "val"))
+        val_part = load_outputs(run_dir, ood_cache_name(name, "val")) if val_file.exists() else None
+        sets.append(OODSetOutputs(name, str(set_cfg.get("group")), test_part, val_part))
+    fit_split = str(eval_cfg.ood.get("fit_split", "train"))
+    fit = load_outputs(run_dir, fit_split)
+    head = None
+    if cache_file(run_dir, HEAD_CACHE).exists():
+        weights = load_tensors(run_dir, HEAD_CACHE)
+        head = LinearHead(weights["weight"], weights["bias"])
+    odin = None
+    if "odin" in list(eval_cfg.ood.detectors) and cache_file(run_dir, ODIN_CACHE).exists():
+        odin = load_tensors(run_dir, ODIN_CACHE)
+    result = evaluate_ood(eval_cfg, fit, val, test, sets, head=head, odin=odin)
+    report.metrics.update(result.metrics)
+    report.details["ood"] = {
+        "convention": OOD_CONVENTION,
+        "groups": {s.name: s.group for s in sets},
+        "fit_split": fit_split,
+        "hyperparameters": result.hyperparameters,
+        "selected_on": "val OOD sets"
+        if any(s.val is not None for s in sets) and eval_cfg.ood.get("select_on_val", True)
+        else "defaults (no val OOD set)",
+    }
+    if plots:
+        _ood_plots(report, result, sets, eval_cfg, run_dir)
+
+
+def _ood_plots(report, result, sets, eval_cfg, run_dir: Path) -> None:
+    from sweeplab.evaluation.plots import roc_curve_plot, score_histogram
+    from sweeplab.metrics.ood import roc_curve
+
+    detectors = list(result.scores["id"])
+    histogram = str(eval_cfg.ood.get("histogram_detector", "energy"))
+    if histogram not in detectors:
+        histogram = detectors[0]
+    for ood_set in sets:
+        scores = result.scores[ood_set.name]
+        path = score_histogram(
+            result.scores["id"][histogram],
+            scores[histogram],
+            run_dir / PLOTS_DIR / f"ood_{ood_set.name}_scores.png",
+            title=f"{histogram} scores: test vs {ood_set.name} ({ood_set.group})",
+        )
+        report.artifacts[f"plots/ood_{ood_set.name}_scores"] = str(Path(path).relative_to(run_dir))
+        curves = {d: roc_curve(result.scores["id"][d], scores[d]) for d in detectors}
+        path = roc_curve_plot(
+            curves,
+            run_dir / PLOTS_DIR / f"ood_{ood_set.name}_roc.png",
+            title=f"ROC: test vs {ood_set.name} ({ood_set.group})",
+        )
+        report.artifacts[f"plots/ood_{ood_set.name}_roc"] = str(Path(path).relative_to(run_dir))
+
+
+def _shift(report, eval_cfg, run_dir: Path) -> None:
+    from sweeplab.metrics.calibration import expected_calibration_error
+
+    n_bins = int(eval_cfg.calibration.get("n_bins", 15))
+    data = load_tensors(run_dir, SHIFT_CACHE)
+    labels = data["labels"]
+    by_name: dict[str, list[dict[str, float]]] = {}
+    for key, member_logits in data["logits"].items():
+        name, severity = key.split("/")
+        log_probs = ensemble_log_probs(member_logits)
+        values = {
+            "acc": accuracy(log_probs, labels),
+            "nll": nll(log_probs, labels),
+            "ece": expected_calibration_error(log_probs.exp(), labels, n_bins),
+        }
+        by_name.setdefault(name, []).append(values)
+        for metric, value in values.items():
+            report.metrics[f"shift/{name}/{severity}/{metric}"] = value
+    everything = [values for runs in by_name.values() for values in runs]
+    for metric in ("acc", "nll", "ece"):
+        for name, runs in by_name.items():
+            report.metrics[f"shift/{name}/mean/{metric}"] = _mean(v[metric] for v in runs)
+        report.metrics[f"shift/mean/{metric}"] = _mean(v[metric] for v in everything)
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
