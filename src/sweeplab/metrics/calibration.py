@@ -18,17 +18,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sweeplab.metrics.classification import accuracy, brier, nll
+from sweeplab.metrics.classification import accuracy, brier, check_predictions, nll
 
 
 def _check(probs: Tensor, labels: Tensor, n_bins: int) -> tuple[Tensor, Tensor]:
-    if probs.ndim != 2 or labels.ndim != 1 or probs.shape[0] != labels.shape[0]:
-        raise ValueError(
-            f"expected probs [N, C] and labels [N], got {tuple(probs.shape)} "
-            f"and {tuple(labels.shape)}"
-        )
-    if labels.numel() == 0:
-        raise ValueError("cannot measure calibration on an empty set")
+    check_predictions(probs, labels, "probs")
     if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
         raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
     probs = probs.detach().to(torch.float64)

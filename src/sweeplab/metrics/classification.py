@@ -24,10 +24,11 @@ def ensemble_log_probs(member_logits: Tensor) -> Tensor:
     return torch.logsumexp(log_probs, dim=1) - math.log(members)
 
 
-def _check(log_probs: Tensor, labels: Tensor) -> None:
-    if log_probs.ndim != 2 or labels.ndim != 1 or log_probs.shape[0] != labels.shape[0]:
+def check_predictions(values: Tensor, labels: Tensor, name: str = "log_probs") -> None:
+    """Per-class predictions ``[N, C]`` and labels ``[N]`` for the same, non-empty set."""
+    if values.ndim != 2 or labels.ndim != 1 or values.shape[0] != labels.shape[0]:
         raise ValueError(
-            f"expected log_probs [N, C] and labels [N], got {tuple(log_probs.shape)} "
+            f"expected {name} [N, C] and labels [N], got {tuple(values.shape)} "
             f"and {tuple(labels.shape)}"
         )
     if labels.numel() == 0:
@@ -36,19 +37,19 @@ def _check(log_probs: Tensor, labels: Tensor) -> None:
 
 def accuracy(log_probs: Tensor, labels: Tensor) -> float:
     """Fraction of samples whose most probable class is the label."""
-    _check(log_probs, labels)
+    check_predictions(log_probs, labels)
     return (log_probs.argmax(dim=1) == labels).double().mean().item()
 
 
 def nll(log_probs: Tensor, labels: Tensor) -> float:
     """Mean negative log-likelihood of the labels (nats)."""
-    _check(log_probs, labels)
+    check_predictions(log_probs, labels)
     return -log_probs.double().gather(1, labels[:, None]).mean().item()
 
 
 def brier(log_probs: Tensor, labels: Tensor) -> float:
     """Brier score summed over classes, averaged over samples (0 is perfect, 2 is worst)."""
-    _check(log_probs, labels)
+    check_predictions(log_probs, labels)
     probs = log_probs.double().exp()
     one_hot = torch.nn.functional.one_hot(labels, probs.shape[1]).double()
     return (probs - one_hot).pow(2).sum(dim=1).mean().item()

@@ -1,0 +1,225 @@
+"""From a spec to its cells: which runs each cell needs, where they live, what they hold.
+
+A cell's runs are found by composing the train config exactly as ``sweeplab
+train`` does (base + row + column + ``seed=<s>``) and hashing it into the run
+id, so a table reads precisely the runs its overrides describe, and every
+override is proven to compose before anything is launched or rendered.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+
+from sweeplab.configs import config_dir
+from sweeplab.tables.spec import Column, Entry, Override, SpecError, TableSpec
+from sweeplab.tracking.identity import compute_run_id, register_resolvers
+from sweeplab.tracking.record import CorruptRecordError, read_record
+
+MISSING_RUN = "missing"
+UNREADABLE_RUN = "unreadable"
+
+
+class Composer:
+    """Composes the train config for lists of overrides, once per distinct list."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, ...], DictConfig] = {}
+        self.composed = 0
+
+    def __call__(self, overrides: Sequence[str]) -> DictConfig:
+        key = tuple(overrides)
+        if key not in self._cache:
+            register_resolvers()
+            GlobalHydra.instance().clear()
+            with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+                self._cache[key] = compose("train", overrides=list(key))
+            self.composed += 1
+        return self._cache[key]
+
+
+@dataclass
+class RunSlot:
+    """One run a cell needs: its seed and run directory, and what that directory holds."""
+
+    seed: int
+    run_id: str
+    run_dir: Path
+    status: str = MISSING_RUN
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+
+@dataclass
+class RunGroup:
+    """The runs of one row × column override set, one per seed (metric columns share one)."""
+
+    overrides: tuple[str, ...]
+    slots: list[RunSlot]
+
+    @property
+    def incomplete(self) -> list[RunSlot]:
+        return [slot for slot in self.slots if not slot.complete]
+
+
+@dataclass
+class Cell:
+    """One row × column: the values of its metric over the seeds that have it."""
+
+    row: Entry
+    column: Column
+    group: RunGroup
+    values: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.values.values()) if self.values else None
+
+    @property
+    def std(self) -> float | None:
+        """Sample standard deviation over seeds (ddof = 1); undefined for one value."""
+        return statistics.stdev(self.values.values()) if self.n >= 2 else None
+
+    @property
+    def missing(self) -> int:
+        """Seeds without a value: runs not launched, unfinished, failed, or lacking the metric."""
+        return len(self.group.slots) - self.n
+
+
+@dataclass
+class Table:
+    """A spec with every cell resolved to its runs and read from the store."""
+
+    spec: TableSpec
+    runs_dir: Path
+    groups: list[RunGroup]
+    cells: dict[tuple[str, str], Cell]
+
+    def cell(self, row: str, column: str) -> Cell:
+        return self.cells[row, column]
+
+    def reload(self) -> None:
+        """Read every run's record again (after launching the missing ones)."""
+        for group in self.groups:
+            for slot in group.slots:
+                _read_slot(slot)
+        for cell in self.cells.values():
+            cell.values = _values(cell.group, cell.column.metric, cell.column.format.scale)
+
+    def absent_metrics(self) -> list[Column]:
+        """Columns whose metric is in none of the complete runs they read (likely a typo)."""
+        absent = []
+        for column in self.spec.columns:
+            cells = [self.cells[row.label, column.label] for row in self.spec.rows]
+            complete = [s for c in cells for s in c.group.slots if s.complete]
+            if complete and not any(c.n for c in cells):
+                absent.append(column)
+        return absent
+
+
+def _read_slot(slot: RunSlot) -> None:
+    try:
+        record = read_record(slot.run_dir)
+    except (CorruptRecordError, OSError) as exc:  # shown as a reason, never as a value
+        slot.status, slot.metrics, slot.error = UNREADABLE_RUN, {}, str(exc)
+        return
+    if record is None:
+        slot.status, slot.metrics, slot.error = MISSING_RUN, {}, None
+        return
+    metrics = record.get("metrics")
+    slot.status = str(record.get("status"))
+    slot.metrics = metrics if isinstance(metrics, dict) else {}
+    slot.error = None if record.get("error") is None else str(record.get("error"))
+
+
+def _values(group: RunGroup, metric: str, scale) -> dict[int, float]:
+    """The metric of each complete run that has a finite value for it, by seed."""
+    values = {}
+    for slot in group.slots:
+        if not slot.complete or metric not in slot.metrics:
+            continue
+        try:
+            value = float(slot.metrics[metric])
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(value):
+            values[slot.seed] = scale(value)
+    return values
+
+
+def _compose_checked(
+    spec: TableSpec, composer: Composer, overrides: Sequence[Override], seed: int
+) -> DictConfig:
+    """Compose, or raise a :class:`SpecError` that names the first override that fails."""
+    texts = [o.text for o in overrides]
+    try:
+        return composer([*texts, f"seed={seed}"])
+    except Exception as full_error:
+        for i in range(1, len(overrides) + 1):
+            try:
+                composer(texts[:i])
+            except Exception as exc:
+                bad = overrides[i - 1]
+                message = " ".join(str(exc).split())
+                raise SpecError(
+                    f"{spec.where(bad.line)}: override {bad.text!r} does not compose: {message}"
+                ) from None
+        message = " ".join(str(full_error).split())
+        raise SpecError(
+            f"{spec.where(spec.seeds_line)}: seed={seed} does not compose: {message}"
+        ) from None
+
+
+def default_runs_dir(spec: TableSpec, composer: Composer | None = None) -> Path:
+    """``paths.runs_dir`` of the base config: where ``sweeplab train`` puts these runs."""
+    composer = composer or Composer()
+    cfg = _compose_checked(spec, composer, spec.base, spec.seeds[0])
+    return Path(str(cfg.paths.runs_dir))
+
+
+def resolve(
+    spec: TableSpec, runs_dir: str | Path | None = None, composer: Composer | None = None
+) -> Table:
+    """Compose every cell's configs, compute their run ids and read their records."""
+    composer = composer or Composer()
+    root = Path(runs_dir) if runs_dir is not None else default_runs_dir(spec, composer)
+    groups: dict[tuple[str, ...], RunGroup] = {}
+    cells: dict[tuple[str, str], Cell] = {}
+    for row in spec.rows:
+        for column in spec.columns:
+            overrides = (*spec.base, *row.overrides, *column.entry.overrides)
+            key = tuple(o.text for o in overrides)
+            if key not in groups:
+                slots = []
+                for seed in spec.seeds:
+                    cfg = _compose_checked(spec, composer, overrides, seed)
+                    try:
+                        run_id = compute_run_id(cfg)
+                    except Exception as exc:
+                        message = " ".join(str(exc).split())
+                        raise SpecError(
+                            f"{spec.where(row.line)}: the config of ({row.label}, "
+                            f"{column.label}, seed={seed}) does not resolve: {message}"
+                        ) from None
+                    slots.append(RunSlot(seed, run_id, root / str(cfg.name) / run_id))
+                groups[key] = RunGroup(key, slots)
+            cells[row.label, column.label] = Cell(row, column, groups[key])
+    table = Table(spec, root, list(groups.values()), cells)
+    table.reload()
+    return table

@@ -1,0 +1,177 @@
+"""``sweeplab table SPEC``: render a paper table from the run store, launching what is missing.
+
+With ``--launch`` one command reproduces a table: each cell whose runs are not
+complete gets one ``sweeplab train -m`` over its missing seeds, and the table is
+rendered from the records they write. A relaunch finds every run complete and
+trains nothing, because cells are looked up by the same run id training uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from sweeplab.tables.cells import RunGroup, Table, resolve
+from sweeplab.tables.compare import render_comparison
+from sweeplab.tables.render import FORMATS, render
+from sweeplab.tables.spec import SpecError, load_spec
+
+LAUNCHERS = ("local", "joblib", "slurm", "ray")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sweeplab table",
+        description="Render a table spec (experiments/*.yaml) as mean ± std over seeds "
+        "beside the published values; --launch trains the missing runs first.",
+        epilog="Example: sweeplab table experiments/digits_mixers.yaml --launch "
+        "--launcher joblib paths.root_dir=/tmp/tables",
+    )
+    parser.add_argument("spec", type=Path, help="the table spec (YAML)")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="overrides appended to the spec's base"
+    )
+    parser.add_argument("--format", choices=FORMATS, default="md", help="output (default: md)")
+    parser.add_argument("--launch", action="store_true", help="train the missing runs first")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="list the missing runs and the commands, run nothing"
+    )
+    parser.add_argument(
+        "--launcher", choices=LAUNCHERS, default=None, help="Hydra launcher for --launch"
+    )
+    parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=None,
+        help="run store (default: paths.runs_dir of the composed config: ./runs or $SWEEPLAB_HOME/runs)",
+    )
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("ROW_A", "ROW_B"),
+        help="print the paired difference ROW_A − ROW_B over seeds with a 95%% interval",
+    )
+    return parser
+
+
+def _group_cells(table: Table, group: RunGroup) -> str:
+    """Which cells a run group feeds, for messages: ``row × col`` or ``row × (all columns)``."""
+    cells = [key for key, cell in table.cells.items() if cell.group is group]
+    rows = sorted({row for row, _ in cells}, key=[r.label for r in table.spec.rows].index)
+    columns = [column for _, column in cells]
+    if len(columns) == len(table.spec.columns) and len(table.spec.columns) > 1:
+        return f"{' / '.join(rows)} × (all columns)"
+    return ", ".join(f"{row} × {column}" for row, column in cells)
+
+
+def launch_command(group: RunGroup, launcher: str | None, runs_dir: Path | None) -> list[str]:
+    """The ``sweeplab train -m`` command for a group's missing seeds."""
+    seeds = ",".join(str(slot.seed) for slot in group.incomplete)
+    command = ["sweeplab", "train", "-m", *group.overrides, f"seed={seeds}"]
+    if runs_dir is not None:
+        command.append(f"paths.runs_dir={runs_dir}")
+    if launcher is not None:
+        command.append(f"hydra/launcher={launcher}")
+    return command
+
+
+def _plan(table: Table, args: argparse.Namespace) -> list[tuple[RunGroup, list[str]]]:
+    return [
+        (group, launch_command(group, args.launcher, args.runs_dir))
+        for group in table.groups
+        if group.incomplete
+    ]
+
+
+def describe_plan(table: Table, plan: list[tuple[RunGroup, list[str]]]) -> str:
+    if not plan:
+        return f"nothing to run: all {sum(len(g.slots) for g in table.groups)} runs are complete"
+    total = sum(len(group.incomplete) for group, _ in plan)
+    lines = [
+        f"{total} missing run{'s' * (total != 1)} in {len(plan)} launch{'es' * (len(plan) != 1)}:"
+    ]
+    for group, command in plan:
+        lines.append(f"  {_group_cells(table, group)}")
+        for slot in group.incomplete:
+            lines.append(f"    seed {slot.seed}: {slot.run_dir} ({slot.status})")
+        lines.append(f"    $ {shlex.join(command)}")
+    return "\n".join(lines)
+
+
+def _launch(table: Table, plan: list[tuple[RunGroup, list[str]]]) -> list[str]:
+    """Run each command (its output to stderr, so stdout stays the table); returns failures."""
+    failures = []
+    for group, command in plan:
+        print(f"launching {shlex.join(command)}", file=sys.stderr, flush=True)
+        argv = [sys.executable, "-m", "sweeplab", *command[1:]]
+        result = subprocess.run(argv, stdout=2, check=False)  # fd 2: stdout is the table
+        if result.returncode != 0:
+            failures.append(f"{_group_cells(table, group)}: exit code {result.returncode}")
+    return failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``sweeplab table``; 2 for a bad spec or arguments, 1 if runs failed."""
+    parser = build_parser()
+    try:
+        args = parser.parse_intermixed_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    bad = [o for o in args.overrides if "=" not in o]
+    if bad:
+        parser.print_usage(sys.stderr)
+        print(f"{parser.prog}: error: not a key=value override: {' '.join(bad)}", file=sys.stderr)
+        return 2
+    try:
+        spec = load_spec(args.spec).with_extra_overrides(args.overrides)
+        if args.compare:
+            labels = [row.label for row in spec.rows]
+            unknown = [label for label in args.compare if label not in labels]
+            if unknown:
+                raise SpecError(
+                    f"--compare: no row {unknown[0]!r} in {spec.path} (rows: {', '.join(labels)})"
+                )
+        table = resolve(spec, args.runs_dir)
+    except SpecError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+
+    plan = _plan(table, args)
+    if args.dry_run:
+        print(describe_plan(table, plan))
+        return 0
+    failures = []
+    if args.launch and plan:
+        print(describe_plan(table, plan), file=sys.stderr, flush=True)
+        failures = _launch(table, plan)
+        table.reload()
+
+    print(render(table, args.format))
+    if args.compare:
+        comparison = render_comparison(table, *args.compare)
+        if args.format == "csv":
+            print(comparison, file=sys.stderr)
+        else:
+            prefix = "% " if args.format == "latex" else ""
+            print()
+            print("\n".join(prefix + line for line in comparison.splitlines()))
+
+    status = 0
+    for column in table.absent_metrics():
+        print(
+            f"{parser.prog}: error: {spec.where(column.metric_line)}: metric {column.metric!r} "
+            f"(column {column.label!r}) is in none of the complete runs it reads",
+            file=sys.stderr,
+        )
+        status = 1
+    for failure in failures:
+        print(f"{parser.prog}: launch failed: {failure}", file=sys.stderr)
+        status = 1
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,161 @@
+"""``sweeplab table``: dry runs, launching the missing runs, relaunching, formats, errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from sweeplab.tables.cells import resolve
+from sweeplab.tables.cli import main
+from sweeplab.tables.spec import load_spec
+from tests.conftest import run_cli
+
+TINY = """\
+title: Tiny
+base:
+  - backbone=mlp
+  - trainer.max_epochs=1
+  - data.val_fraction=0.2
+  - eval.shift.corruptions=[]
+  - eval.ood.detectors=[msp]
+  - eval.calibration.calibrators=[ts]
+  - eval.plots=false
+seeds: [0, 1]
+rows:
+  - {label: plain, overrides: [augment=none]}
+columns:
+  - {label: acc, metric: test/cls/acc, format: {percent: true, decimals: 1}}
+"""
+
+TWO_ROWS = TINY.replace(
+    "  - {label: plain, overrides: [augment=none]}\n",
+    "  - {label: plain, overrides: [augment=none]}\n  - {label: mixup, overrides: [augment=mixup]}\n",
+) + (
+    "  - {label: ECE, metric: test/cal/ece, format: {decimals: 3, lower_is_better: true}}\n"
+    "references:\n  - {row: plain, column: acc, value: 90.0, source: Somebody 2020, tolerance: 1}\n"
+)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _record(run_dir: Path, metrics: dict, status: str = "complete") -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {"schema": 1, "run_id": run_dir.name, "status": status, "metrics": metrics}
+    (run_dir / "record.json").write_text(json.dumps(record))
+
+
+@pytest.fixture
+def two_rows(tmp_path: Path) -> tuple[Path, Path]:
+    """A two-row spec and a store holding all of its runs but one (mixup, seed 1)."""
+    spec = _write(tmp_path / "two.yaml", TWO_ROWS)
+    runs = tmp_path / "runs"
+    table = resolve(load_spec(spec), runs)
+    values = {("plain", 0): (0.90, 0.05), ("plain", 1): (0.92, 0.07), ("mixup", 0): (0.93, 0.02)}
+    for (row, seed), (acc, ece) in values.items():
+        slot = table.cell(row, "acc").group.slots[seed]
+        _record(slot.run_dir, {"test/cls/acc": acc, "test/cal/ece": ece})
+    return spec, runs
+
+
+def test_dry_run_lists_exactly_the_missing_runs(two_rows, capsys) -> None:
+    spec, runs = two_rows
+    table = resolve(load_spec(spec), runs)
+    missing = table.cell("mixup", "acc").group.slots[1]
+    assert main([str(spec), "--dry-run", "--runs-dir", str(runs)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "1 missing run in 1 launch:"
+    assert out[1] == "  mixup × (all columns)"
+    assert out[2] == f"    seed 1: {missing.run_dir} (missing)"
+    assert out[3] == (
+        "    $ sweeplab train -m backbone=mlp trainer.max_epochs=1 data.val_fraction=0.2 "
+        "'eval.shift.corruptions=[]' 'eval.ood.detectors=[msp]' "
+        "'eval.calibration.calibrators=[ts]' eval.plots=false augment=mixup seed=1 "
+        f"paths.runs_dir={runs}"
+    )
+    assert len(out) == 4
+
+
+def test_dry_run_with_launcher_and_failed_run(two_rows, capsys) -> None:
+    spec, runs = two_rows
+    table = resolve(load_spec(spec), runs)
+    _record(table.cell("plain", "acc").group.slots[0].run_dir, {}, status="failed")
+    assert main([str(spec), "--dry-run", "--runs-dir", str(runs), "--launcher", "joblib"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("2 missing runs in 2 launches:")
+    assert "(failed)" in out and "seed=0 " in out and "seed=1 " in out
+    assert out.count("hydra/launcher=joblib") == 2
+
+
+def test_formats_and_comparison(two_rows, capsys) -> None:
+    spec, runs = two_rows
+    assert main([str(spec), "--runs-dir", str(runs), "--compare", "mixup", "plain"]) == 0
+    out = capsys.readouterr().out
+    assert "91.0 ± 1.4 (n=2)" in out and "90.0" in out and "+1.0" in out
+    assert "**93.0** (n=1, 1 missing)" in out
+    assert "**0.020** (n=1, 1 missing)" in out  # lower ECE is better
+    assert "paired difference mixup − plain over seeds" in out
+    assert "  acc (higher is better): +3.0 (one pair: no interval), n=1" in out
+
+    assert main([str(spec), "--runs-dir", str(runs), "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["row"], r["column"], r["n"], r["missing"], r["best"]) for r in rows] == [
+        ("plain", "acc", "2", "0", "0"),
+        ("plain", "ECE", "2", "0", "0"),
+        ("mixup", "acc", "1", "1", "1"),
+        ("mixup", "ECE", "1", "1", "1"),
+    ]
+    assert main([str(spec), "--runs-dir", str(runs), "--format", "latex"]) == 0
+    out = capsys.readouterr().out
+    assert r"plain & $91.0 \pm 1.4$ & 90.0 & $+1.0$ & $0.060 \pm 0.014$ \\" in out
+
+
+def test_bad_spec_exits_2_naming_the_line(tmp_path: Path, capsys) -> None:
+    spec = _write(tmp_path / "bad.yaml", TINY.replace("augment=none", "augment=nonesuch"))
+    assert main([str(spec), "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {spec}:12: override 'augment=nonesuch' does not compose" in err
+    assert main([str(spec), "--compare", "a", "b"]) == 2
+    assert "--compare: no row 'a'" in capsys.readouterr().err
+
+
+def test_metric_absent_from_every_complete_run_exits_1(two_rows, capsys) -> None:
+    spec, runs = two_rows
+    text = spec.read_text().replace("test/cal/ece", "test/cal/ece_ms")
+    spec = _write(spec, text)
+    assert main([str(spec), "--runs-dir", str(runs)]) == 1
+    err = capsys.readouterr().err
+    assert f"{spec}:16: metric 'test/cal/ece_ms' (column 'ECE') is in none of the complete" in err
+
+
+def _attempts(runs: Path) -> dict[str, int]:
+    return {
+        str(p.parent): json.loads(p.read_text())["attempts"] for p in runs.glob("*/*/record.json")
+    }
+
+
+@pytest.mark.slow
+def test_launch_then_relaunch_trains_nothing(tmp_path: Path) -> None:
+    spec = _write(tmp_path / "tiny.yaml", TINY)
+    args = ["table", str(spec), "--launch", f"paths.root_dir={tmp_path}"]
+    first = run_cli(args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "2 missing runs in 1 launch" in first.stderr
+    assert "(n=2)" in first.stdout and "missing" not in first.stdout
+    runs = tmp_path / "runs"
+    attempts = _attempts(runs)
+    assert len(attempts) == 2 and set(attempts.values()) == {1}
+    run_dirs = sorted(p for p in runs.glob("*/*") if not p.parent.name.startswith("_"))
+
+    again = run_cli(args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout == first.stdout
+    assert "launching" not in again.stderr
+    assert _attempts(runs) == attempts
+    assert sorted(p for p in runs.glob("*/*") if not p.parent.name.startswith("_")) == run_dirs
