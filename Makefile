@@ -33,6 +33,12 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix src tests benchmarks
 	$(BIN)/ruff format src tests benchmarks
 
+dashboard: $(STAMP) ## Open the local dashboard on http://127.0.0.1:8501; ARGS=--port N --runs-dir DIR
+	$(BIN)/sweeplab dashboard $(ARGS)
+
+sync: $(STAMP) ## Upload the store's offline W&B runs (needs WANDB_API_KEY or `wandb login`)
+	$(BIN)/sweeplab sync $(ARGS)
+
 bench: $(STAMP) ## Run the overhead benchmark (sweeplab vs a plain PyTorch loop)
 	$(BIN)/python benchmarks/overhead.py $(ARGS)
 
@@ -40,4 +46,4 @@ clean: ## Remove caches and build files (keeps .venv, runs/ and data/)
 	rm -rf build dist .pytest_cache .ruff_cache src/*.egg-info
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
-.PHONY: help install train test lint format bench clean
+.PHONY: help install train test lint format bench clean dashboard sync

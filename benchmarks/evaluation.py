@@ -8,7 +8,10 @@ bare ``predict_eval`` pass over exactly the same images. ODIN is timed on its ow
 it needs input gradients for every hyperparameter candidate, so it costs several
 passes by design. Plots are timed on their own too (matplotlib, not arithmetic).
 
-    python benchmarks/evaluation.py                  # digits default, 3 rounds
+Rounds interleave the two measurements, and the medians are compared, so load on a
+shared machine hits both alike.
+
+    python benchmarks/evaluation.py                  # both workloads, 3 rounds
     python benchmarks/evaluation.py --workload cifar_sized --rounds 5
 """
 
@@ -118,7 +121,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", choices=sorted(WORKLOADS), action="append")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     print(
         f"{'workload':<12} {'forward s':>10} {'eval s':>9} {'eval/fwd':>9} "
         f"{'plots s':>8} {'odin s':>8}"

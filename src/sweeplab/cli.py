@@ -3,6 +3,9 @@
 sweeplab train [overrides…]          one run; with -m, a sweep
 sweeplab eval run=<dir|id> [eval…]   re-evaluate a finished run from its eval cache
 sweeplab runs [filters]              list the run store
+sweeplab table SPEC [--launch]       render a paper table from the run store
+sweeplab dashboard [--port]          browse the run store in a local web app
+sweeplab sync [--runs-dir]           upload the store's offline W&B runs
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ commands:
   train [overrides…]     train and evaluate one run (with -m: a sweep over overrides)
   eval run=<dir|id> …    re-evaluate a finished run from its eval cache (sweeplab eval --help)
   runs [filters…]        list the run store as a table (sweeplab runs --help)
+  dashboard [--port]     browse the run store on http://127.0.0.1:8501 (sweeplab dashboard --help)
+  sync [--runs-dir]      upload the store's offline W&B runs (sweeplab sync --help)
+  table SPEC [--launch]  render a paper table spec, launching missing runs (sweeplab table --help)
 
   sweeplab train --help  shows the config groups and their options
 """
@@ -55,7 +61,32 @@ def _runs(args: list[str]) -> int:
     return runs_main(args)
 
 
-COMMANDS = {"train": _train, "eval": _eval, "runs": _runs}
+def _table(args: list[str]) -> int:
+    from sweeplab.tables.cli import main as table_main
+
+    return table_main(args)
+
+
+def _dashboard(args: list[str]) -> int:
+    from sweeplab.dashboard.launch import main as dashboard_main
+
+    return dashboard_main(args)
+
+
+def _sync(args: list[str]) -> int:
+    from sweeplab.tracking.sync import main as sync_main
+
+    return sync_main(args)
+
+
+COMMANDS = {
+    "train": _train,
+    "eval": _eval,
+    "runs": _runs,
+    "table": _table,
+    "dashboard": _dashboard,
+    "sync": _sync,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

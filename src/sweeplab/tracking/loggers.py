@@ -2,6 +2,7 @@
 
 ``metrics.csv`` is always written; W&B goes offline when no credentials are
 present and keeps one W&B run id per sweeplab run so a resume continues it.
+Runs of one sweep share a W&B group, so W&B shows a sweep the way the store does.
 """
 
 from __future__ import annotations
@@ -19,19 +20,41 @@ from omegaconf import DictConfig, OmegaConf
 from sweeplab.tracking.csv_logger import RunCSVLogger
 
 log = logging.getLogger(__name__)
+# Marks a W&B logger whose run logs its checkpoints itself when it closes.
+CHECKPOINTS_AT_CLOSE = "sweeplab_checkpoints_at_close"
 
 
-def wandb_has_credentials() -> bool:
+def wandb_api_key_found() -> bool:
     """True when an API key is in the environment or in ~/.netrc (``wandb login``)."""
     if os.environ.get("WANDB_API_KEY"):
         return True
-    if os.environ.get("WANDB_MODE") in ("offline", "disabled"):
-        return False
     try:
         auth = netrc.netrc().authenticators("api.wandb.ai")
     except (OSError, netrc.NetrcParseError):
         return False
     return bool(auth and auth[2])
+
+
+def wandb_has_credentials() -> bool:
+    """True when a run may go online: a key is found and no offline mode is forced."""
+    if os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun"):
+        return False
+    return wandb_api_key_found()
+
+
+def wandb_group(run_name: str) -> str:
+    """The W&B group of a run: its sweep (the sweep directory's name) under ``-m``, else itself."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.initialized():
+            hydra_cfg = HydraConfig.get()
+            if hydra_cfg.mode == RunMode.MULTIRUN:
+                return Path(str(hydra_cfg.sweep.dir)).name
+    except (ImportError, ValueError):
+        pass
+    return run_name
 
 
 def new_wandb_id(run_id: str) -> str:
@@ -56,16 +79,23 @@ def build_loggers(
             offline = options.pop("offline", None)
             if offline is None:
                 offline = not wandb_has_credentials()
-            loggers.append(
-                instantiate(
-                    options,
-                    save_dir=str(run_dir),
-                    name=run_name,
-                    id=wandb_id,
-                    resume="allow",
-                    offline=offline,
-                )
+            if not options.get("group"):
+                options["group"] = wandb_group(run_name)
+            # Lightning refuses log_model offline; W&B itself keeps artifacts for `wandb sync`,
+            # so offline runs log their checkpoints when they close (see close_loggers).
+            checkpoints_at_close = bool(offline and options.get("log_model"))
+            if checkpoints_at_close:
+                options["log_model"] = False
+            logger = instantiate(
+                options,
+                save_dir=str(run_dir),
+                name=run_name,
+                id=wandb_id,
+                resume="allow",
+                offline=offline,
             )
+            setattr(logger, CHECKPOINTS_AT_CLOSE, checkpoints_at_close)
+            loggers.append(logger)
         else:
             try:
                 loggers.append(instantiate(cfg, save_dir=str(run_dir)))
@@ -114,6 +144,19 @@ def publish_images(loggers: list[Any], images: dict[str, Path], step: int) -> No
                 logger.experiment.add_image(key, pixels, global_step=step, dataformats="HWC")
 
 
+def log_checkpoints(experiment: Any, run_dir: Path) -> None:
+    """Add the run's checkpoints to the W&B run as one ``model`` artifact."""
+    import wandb
+
+    paths = sorted((run_dir / "checkpoints").glob("*.ckpt"))
+    if not paths:
+        return
+    artifact = wandb.Artifact(f"model-{experiment.id}", type="model")
+    for path in paths:
+        artifact.add_file(str(path), name=path.name)
+    experiment.log_artifact(artifact, aliases=["latest"])
+
+
 def close_loggers(loggers: list[Any], failed: bool = False) -> None:
     """Finish W&B runs (marked failed when the run failed); say how to upload offline ones."""
     for logger in loggers:
@@ -122,10 +165,15 @@ def close_loggers(loggers: list[Any], failed: bool = False) -> None:
         experiment = getattr(logger, "_experiment", None)  # None: no W&B run was started
         if experiment is None or not hasattr(experiment, "finish"):
             continue
+        if getattr(logger, CHECKPOINTS_AT_CLOSE, False) and not failed:
+            log_checkpoints(experiment, Path(logger.save_dir))
         offline = getattr(experiment.settings, "mode", "") == "offline" or getattr(
             experiment.settings, "_offline", False
         )
         run_path = Path(experiment.dir).parent
         experiment.finish(exit_code=1 if failed else 0)
         if offline:
-            log.info("W&B run saved offline; upload it with:  wandb sync %s", run_path)
+            log.info(
+                "W&B run saved offline in %s; upload it with `sweeplab sync` (or `make sync`)",
+                run_path,
+            )

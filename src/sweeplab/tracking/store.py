@@ -120,7 +120,7 @@ def _subdirs(path: Path) -> list[Path]:
     return sorted(children)
 
 
-def _read_entry(run_dir: Path) -> RunEntry | None:
+def read_entry(run_dir: Path) -> RunEntry | None:
     """The entry for ``run_dir``; ``None`` when it does not look like a run at all."""
     try:
         record = read_record(run_dir)
@@ -142,7 +142,7 @@ def _read_entry(run_dir: Path) -> RunEntry | None:
     return RunEntry(run_dir, None, f"no {RECORD_FILE} (has {', '.join(markers)})")
 
 
-def _timestamp(entry: RunEntry) -> float:
+def created_at(entry: RunEntry) -> float:
     """Sort key: the record's creation time, else the directory's mtime."""
     created = entry.created
     if created:
@@ -180,10 +180,10 @@ def scan_store(runs_dir: str | os.PathLike) -> list[RunEntry]:
             entries.append(RunEntry(name_dir, None, f"{name_dir}: cannot list ({exc})"))
             continue
         for run_dir in run_dirs:
-            entry = _read_entry(run_dir)
+            entry = read_entry(run_dir)
             if entry is not None:
                 entries.append(entry)
-    entries.sort(key=lambda e: (_timestamp(e), str(e.path)))
+    entries.sort(key=lambda e: (created_at(e), str(e.path)))
     return entries
 
 

@@ -1,0 +1,231 @@
+"""Run entries shaped into the frames the dashboard shows.
+
+Everything here is a pure function of run entries and the files beside their
+records, so it is tested without a browser; the app only lays the frames out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sweeplab.tracking.csv_logger import METRICS_FILE, read_metrics_csv
+from sweeplab.tracking.store import MISSING, RunEntry, config_value
+
+# The metrics the runs table shows when some listed run has them.
+KEY_METRICS = (
+    "test/cls/acc",
+    "test/cal/ece",
+    "test/cal/ece_ts",
+    "ood/near/energy/auroc",
+    "ood/far/energy/auroc",
+    "shift/mean/acc",
+)
+SEED_KEY = "seed"
+RELIABILITY_FILE = "plots/reliability_test.json"
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def _override_pairs(entry: RunEntry) -> dict[str, str]:
+    pairs = {}
+    for text in entry.overrides:
+        key, sep, value = text.partition("=")
+        if sep and not key.startswith("hydra"):
+            pairs[key.strip().lstrip("+~")] = value.strip()
+    return pairs
+
+
+def setting(entry: RunEntry, key: str) -> str:
+    """The value a run has for ``key``: its override, its group choice, or its config."""
+    pairs = _override_pairs(entry)
+    if key in pairs:
+        return pairs[key]
+    choices = (entry.record or {}).get("choices")
+    if isinstance(choices, dict) and key in choices:
+        return str(choices[key])
+    value = config_value(entry.config, key)
+    if isinstance(value, dict) and "name" in value:
+        value = value["name"]
+    return "" if value is MISSING else str(value)
+
+
+def varying_keys(entries: Sequence[RunEntry]) -> list[str]:
+    """Override keys whose value differs between the readable runs, in first-seen order."""
+    readable = [e for e in entries if e.record is not None]
+    keys: list[str] = []
+    for entry in readable:
+        keys.extend(k for k in _override_pairs(entry) if k not in keys)
+    return [k for k in keys if len({setting(e, k) for e in readable}) > 1]
+
+
+# --------------------------------------------------------------------------- runs table
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        return float(value)  # the record writes NaN and infinities as strings
+    except ValueError:
+        return None
+
+
+def present_metrics(entries: Sequence[RunEntry], wanted: Sequence[str] = KEY_METRICS) -> list[str]:
+    return [m for m in wanted if any(m in e.metrics for e in entries)]
+
+
+def runs_frame(entries: Sequence[RunEntry], metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per run: id, name, status, the varying overrides, key metrics and a note."""
+    keys = varying_keys(entries)
+    metrics = present_metrics(entries) if metrics is None else list(metrics)
+    rows = []
+    for entry in entries:
+        row: dict[str, Any] = {"run_id": entry.run_id, "name": entry.name, "status": entry.status}
+        for key in keys:
+            row[key] = setting(entry, key) if entry.record is not None else None
+        for metric in metrics:
+            row[metric] = _number(entry.metrics.get(metric))
+        row["duration_s"] = entry.duration_s
+        row["created"] = entry.created
+        row["note"] = entry.problem or entry.error or ""
+        row["path"] = str(entry.path)
+        rows.append(row)
+    columns = ["run_id", "name", "status", *keys, *metrics, "duration_s", "created", "note", "path"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# --------------------------------------------------------------------------- metric families
+
+
+def metric_families(metrics: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """The flat metrics of one run as tables per family.
+
+    ``classification`` and ``calibration`` are (split, name) → value;
+    ``ood`` is (set, detector) × metric; ``shift`` is (corruption, severity) × metric;
+    everything else lands in ``other``.
+    """
+    cls, cal, ood, shift, other = [], [], {}, {}, []
+    for key in sorted(metrics):
+        value = _number(metrics[key])
+        parts = key.split("/")
+        if len(parts) == 3 and parts[1] == "cls":
+            cls.append({"split": parts[0], "metric": parts[2], "value": value})
+        elif len(parts) == 3 and parts[1] == "cal":
+            cal.append({"split": parts[0], "metric": parts[2], "value": value})
+        elif len(parts) == 4 and parts[0] == "ood":
+            ood.setdefault((parts[1], parts[2]), {})[parts[3]] = value
+        elif len(parts) == 4 and parts[0] == "shift":
+            shift.setdefault((parts[1], parts[2]), {})[parts[3]] = value
+        elif len(parts) == 3 and parts[0] == "shift":
+            shift.setdefault(("all", parts[1]), {})[parts[2]] = value
+        else:
+            other.append({"metric": key, "value": value})
+
+    def grid(cells: dict, names: tuple[str, str]) -> pd.DataFrame:
+        rows = [{names[0]: a, names[1]: b, **values} for (a, b), values in cells.items()]
+        return pd.DataFrame(rows)
+
+    return {
+        "classification": pd.DataFrame(cls),
+        "calibration": pd.DataFrame(cal),
+        "ood": grid(ood, ("set", "detector")),
+        "shift": grid(shift, ("corruption", "severity")),
+        "other": pd.DataFrame(other),
+    }
+
+
+# --------------------------------------------------------------------------- run files
+
+
+def learning_curves(run_dir: Path) -> pd.DataFrame:
+    """``metrics.csv`` as a frame indexed by epoch (one row per logged step)."""
+    rows = read_metrics_csv(Path(run_dir) / METRICS_FILE)
+    return pd.DataFrame(rows)
+
+
+def reliability(run_dir: Path) -> dict[str, pd.DataFrame]:
+    """Reliability bins per variant (``before``, ``after_ts``, …) as frames; empty if absent.
+
+    A bin without samples has no confidence or accuracy and is left out.
+    """
+    path = Path(run_dir) / RELIABILITY_FILE
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    variants = {}
+    for variant, bins in raw.items() if isinstance(raw, dict) else ():
+        try:
+            edges = bins["edges"]
+            frame = pd.DataFrame(
+                {
+                    "bin_center": [(a + b) / 2 for a, b in pairwise(edges)],
+                    "count": bins["count"],
+                    "confidence": bins["confidence"],
+                    "accuracy": bins["accuracy"],
+                }
+            )
+        except (KeyError, TypeError, ValueError):
+            continue
+        variants[variant] = frame[frame["count"] > 0].dropna().reset_index(drop=True)
+    return variants
+
+
+def pictures(run_dir: Path) -> list[Path]:
+    return sorted((Path(run_dir) / "plots").glob("*.png"))
+
+
+# --------------------------------------------------------------------------- groups
+
+
+def group_label(entry: RunEntry, keys: Sequence[str]) -> str:
+    return " ".join(f"{k}={setting(entry, k)}" for k in keys) or entry.name
+
+
+def group_runs(entries: Sequence[RunEntry], by: str | None = None) -> dict[str, list[RunEntry]]:
+    """Runs grouped by one config key, or (``by=None``) by every varying key but the seed.
+
+    The second form puts the seeds of one recipe together, which is what an
+    average over seeds needs. Unreadable runs are left out.
+    """
+    readable = [e for e in entries if e.record is not None]
+    keys = [by] if by else [k for k in varying_keys(readable) if k != SEED_KEY]
+    groups: dict[str, list[RunEntry]] = {}
+    for entry in readable:
+        groups.setdefault(group_label(entry, keys), []).append(entry)
+    return groups
+
+
+def aggregate(groups: dict[str, list[RunEntry]], metrics: Sequence[str]) -> pd.DataFrame:
+    """Mean, sample std and count of each metric per group (runs lacking it are skipped)."""
+    rows = []
+    for label, members in groups.items():
+        row: dict[str, Any] = {"group": label, "runs": len(members)}
+        for metric in metrics:
+            values = [_number(e.metrics.get(metric)) for e in members]
+            series = pd.Series([v for v in values if v is not None], dtype=float)
+            row[f"{metric} mean"] = series.mean() if len(series) else None
+            row[f"{metric} std"] = series.std(ddof=1) if len(series) > 1 else None
+            row[f"{metric} n"] = len(series)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def mean_curve(curves: Sequence[pd.DataFrame], column: str) -> pd.DataFrame:
+    """``column`` of several runs' curves averaged per epoch (each run's last value per epoch)."""
+    per_run = [
+        frame.dropna(subset=[column]).groupby("epoch")[column].last()
+        for frame in curves
+        if column in frame and "epoch" in frame
+    ]
+    if not per_run:
+        return pd.DataFrame(columns=["epoch", column])
+    stacked = pd.concat(per_run, axis=1)
+    return pd.DataFrame({"epoch": stacked.index, column: stacked.mean(axis=1).values})
