@@ -306,6 +306,25 @@ def test_knn_matches_brute_force_sorted_distances(k, monkeypatch):
     np.testing.assert_allclose(scores.numpy(), expected, atol=1e-5)
 
 
+def test_knn_grid_scores_equal_one_detector_per_k():
+    rng = np.random.default_rng(2)
+    train = EvalOutputs(
+        torch.zeros(80, 1, 2),
+        torch.tensor(rng.normal(size=(80, 5)), dtype=torch.float32),
+        torch.zeros(80),
+    )
+    test = EvalOutputs(
+        torch.zeros(30, 1, 2),
+        torch.tensor(rng.normal(size=(30, 5)), dtype=torch.float32),
+        torch.zeros(30),
+    )
+    grid = [{"k": 1}, {"k": 9}, {"k": 200}, {}]
+    together = build_detector("knn").fit(train).score_grid(test, grid)
+    for setting, scores in zip(grid, together, strict=True):
+        alone = build_detector("knn", **setting).fit(train).score(test)
+        torch.testing.assert_close(scores, alone)
+
+
 # --- head-based detectors -------------------------------------------------------------------
 
 

@@ -159,10 +159,19 @@ def _fitted_detector(name, eval_cfg, fit, head, id_val, val_sets):
     params = candidates[0]
     if len(candidates) > 1 and val_sets and DETECTORS[name].default_grid:
         val_out = _concat(val_sets)
+        if hasattr(DETECTORS[name], "score_grid"):  # one pass serves the whole grid
+            detector = fitted(params)
+            grid_in = detector.score_grid(id_val, candidates)
+            grid_out = detector.score_grid(val_out, candidates)
+            scores = {id(c): (grid_in[i], grid_out[i]) for i, c in enumerate(candidates)}
 
-        def score_val(candidate):
-            detector = fitted(candidate)
-            return detector.score(id_val), detector.score(val_out)
+            def score_val(candidate):
+                return scores[id(candidate)]
+        else:
+
+            def score_val(candidate):
+                detector = fitted(candidate)
+                return detector.score(id_val), detector.score(val_out)
 
         params, _ = select_on_val(candidates, score_val)
     return fitted(params)

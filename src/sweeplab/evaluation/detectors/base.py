@@ -186,12 +186,15 @@ class Detector:
 
         float64 so that confidences a hair below 1 do not collapse into ties.
         """
+        self._require_fitted()
+        return self._score(outputs).to(device="cpu", dtype=torch.float64)
+
+    def _require_fitted(self) -> None:
         if not self.is_fitted:
             raise NotFittedError(
                 f"{self.name} needs fitted statistics ({self.fitted_statistics}): call fit() "
                 f"on in-distribution training features first"
             )
-        return self._score(outputs).to(device="cpu", dtype=torch.float64)
 
     def _fit(self, train: EvalOutputs, head: LinearHead | None) -> None:
         raise NotImplementedError(f"{type(self).__name__} sets needs_fit but has no _fit")

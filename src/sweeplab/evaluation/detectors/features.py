@@ -94,11 +94,16 @@ class KNNDetector(Detector):
         self._bank = F.normalize(train.features.float(), dim=1)
 
     def _score(self, outputs: EvalOutputs) -> Tensor:
+        return self.score_grid(outputs, [self.hyperparameters])[0]
+
+    def score_grid(self, outputs: EvalOutputs, settings: list[dict[str, Any]]) -> list[Tensor]:
+        """Scores for several ``k`` from one top-k search (choosing ``k`` on a grid)."""
+        self._require_fitted()
         self._check_width(outputs, self._bank.shape[1])
         bank = self._bank
-        k = min(self.hyperparameters["k"], bank.shape[0])
+        ks = [min(self._check({**self.defaults, **s})["k"], bank.shape[0]) for s in settings]
         queries = F.normalize(outputs.features.to(device=bank.device, dtype=torch.float32), dim=1)
-        kth = torch.empty(queries.shape[0], dtype=torch.float32, device=bank.device)
+        nearest = torch.empty(queries.shape[0], max(ks), dtype=torch.float32, device=bank.device)
         for rows in row_blocks(queries.shape[0], bank.shape[0]):
-            kth[rows] = (queries[rows] @ bank.T).topk(k, dim=1).values[:, -1]
-        return (2 - 2 * kth).clamp_min(0).sqrt()
+            nearest[rows] = (queries[rows] @ bank.T).topk(max(ks), dim=1).values
+        return [(2 - 2 * nearest[:, k - 1]).clamp_min(0).sqrt().double().cpu() for k in ks]
