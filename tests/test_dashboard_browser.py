@@ -2,7 +2,7 @@
 
 Streamlit renders in the browser after the first load, so each check waits for
 the element it asserts on. Screenshots of every page land in the test's tmp
-directory and in /tmp/dashboard_screens/ for a person to look at.
+directory, and also in $SWEEPLAB_SCREENSHOTS when it is set, for a person to look at.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENS = Path("/tmp/dashboard_screens")
+SCREENS = os.environ.get("SWEEPLAB_SCREENSHOTS")
 TIMEOUT_MS = 30_000
 # Streamlit scrolls inside its own container: a tall window shows a whole page at once.
 TALL = {"width": 1400, "height": 3400}
@@ -155,8 +155,9 @@ def dashboard(browser, fixture_store):
 def _screenshot(page, tmp_path: Path, name: str) -> None:
     path = tmp_path / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
-    SCREENS.mkdir(parents=True, exist_ok=True)
-    shutil.copy(path, SCREENS / path.name)
+    if SCREENS:
+        Path(SCREENS).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(SCREENS) / path.name)
 
 
 def _main_text(page) -> str:
