@@ -30,23 +30,16 @@ commands:
 
 def _train(args: list[str]) -> int:
     from sweeplab import train
+    from sweeplab.tracking import sweeps
 
     # Our launcher presets share names with the plugins' own configs, on purpose.
     warnings.filterwarnings("ignore", message="(?s).*is validated against ConfigStore schema")
     sys.argv = [sys.argv[0], *args]
+    sweeps.LAST_SWEEP = None
     train.main()
-    failed = [o for o in train.OUTCOMES if o.status == "failed"]
-    if len(train.OUTCOMES) > 1:
-        counts = {
-            s: sum(o.status == s for o in train.OUTCOMES) for s in ("complete", "skipped", "failed")
-        }
-        print(
-            f"sweep: {len(train.OUTCOMES)} runs — {counts['complete']} complete, "
-            f"{counts['skipped']} already complete (skipped), {counts['failed']} failed"
-        )
-        for outcome in failed:
-            print(f"  failed: {outcome.run_dir}: {outcome.error}")
-    return 1 if failed else 0
+    # A sweep's summary was printed by the SweepSummary callback; a failed job fails the command.
+    sweep = sweeps.LAST_SWEEP
+    return 1 if sweep is not None and sweep.failed else 0
 
 
 def _eval(args: list[str]) -> int:

@@ -34,6 +34,7 @@ from sweeplab.tracking.record import (
     read_record,
     write_record,
 )
+from sweeplab.tracking.sweeps import write_outcome
 
 log = logging.getLogger("sweeplab.train")
 register_resolvers()
@@ -82,9 +83,6 @@ SUMMARY_METRICS = (
     "ood/far/energy/auroc",
     "shift/mean/acc",
 )
-
-# Outcomes of the runs executed in this process (a sweep's summary reads them).
-OUTCOMES: list[Outcome] = []
 
 
 def _is_rank_zero() -> bool:
@@ -446,7 +444,9 @@ def main(cfg: DictConfig) -> None:
             if not group.startswith("hydra") and option is not None
         }
         outcome = execute(cfg, run_dir, overrides, choices)
-    OUTCOMES.append(outcome)
+    if multirun and _is_rank_zero():
+        # This process may not be the launcher's: the outcome goes where the sweep's summary reads.
+        write_outcome(hydra_cfg.sweep.dir, outcome.run_dir, outcome.status, outcome.error)
     if outcome.status == "failed" and not multirun:
         raise SystemExit(
             f"sweeplab: run failed: {outcome.error}\n  record: {outcome.run_dir / 'record.json'}"

@@ -21,6 +21,7 @@ from typing import Any
 from tabulate import tabulate
 
 from sweeplab.tracking.store import RUN_STATUSES, RunEntry, filter_runs, scan_store
+from sweeplab.tracking.sweeps import OUTCOME_STATUSES, Sweep, scan_sweeps
 
 DEFAULT_RUNS_DIR = "runs"
 RUNS_DIR_ENV = "SWEEPLAB_RUNS_DIR"
@@ -47,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="comma-separated metric keys or globs (e.g. 'test/cal/*'), or 'all' "
         f"(default: {','.join(DEFAULT_METRICS)})",
+    )
+    parser.add_argument(
+        "--by-sweep",
+        action="store_true",
+        help="list the sweeps (launches of `sweeplab train -m`) and what their runs did",
+    )
+    parser.add_argument(
+        "--sweep", metavar="NAME", help="only the runs of this sweep (a directory in _sweeps/)"
     )
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
     parser.add_argument("filters", nargs="*", metavar="key=value", help="config/override filters")
@@ -201,6 +210,51 @@ def write_json(entries: Sequence[RunEntry], metrics: Sequence[str], out) -> None
     out.write("\n")
 
 
+# --------------------------------------------------------------------------- sweeps
+
+
+def _sweep_row(sweep: Sweep) -> dict[str, Any]:
+    counts = sweep.counts
+    return {
+        "sweep": sweep.name,
+        "started": sweep.started,
+        "runs": len(sweep.outcomes),
+        **{status: counts[status] for status in OUTCOME_STATUSES},
+        "path": str(sweep.path),
+    }
+
+
+def list_sweeps(sweeps: Sequence[Sweep], runs_dir: Path, fmt: str) -> int:
+    """``--by-sweep``: one row per sweep with how many of its runs completed, skipped, failed."""
+    rows = [_sweep_row(s) for s in sweeps]
+    if fmt == "json":
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif fmt == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(_sweep_row(Sweep(runs_dir))))
+        writer.writeheader()
+        writer.writerows(rows)
+    elif rows:
+        headers = ["sweep", "started", "runs", *OUTCOME_STATUSES]
+        table = [[row[h] for h in headers] for row in rows]
+        print(tabulate(table, headers=headers, tablefmt="simple", disable_numparse=True))
+        print()
+        noun = "sweep" if len(rows) == 1 else "sweeps"
+        where = runs_dir / "_sweeps"
+        print(f"{len(rows)} {noun} in {where} (list one: sweeplab runs --sweep NAME)")
+    if not rows:
+        print(
+            f"No sweeps in {runs_dir.resolve()}: launch one with `sweeplab train -m …`.",
+            file=sys.stdout if fmt == "table" else sys.stderr,
+        )
+    return 0
+
+
+def runs_of_sweep(entries: Sequence[RunEntry], sweep: Sweep) -> list[RunEntry]:
+    run_ids = sweep.run_ids
+    return [e for e in entries if e.run_id in run_ids]
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -223,7 +277,18 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     runs_dir = Path(args.runs_dir or os.environ.get(RUNS_DIR_ENV) or DEFAULT_RUNS_DIR)
 
+    if args.by_sweep:
+        return list_sweeps(scan_sweeps(runs_dir), runs_dir, args.format)
     entries = scan_store(runs_dir)
+    if args.sweep is not None:
+        sweeps = {s.name: s for s in scan_sweeps(runs_dir)}
+        if args.sweep not in sweeps:
+            known = ", ".join(sweeps) or "none"
+            print(
+                f"{parser.prog}: error: no sweep {args.sweep!r} (known: {known})", file=sys.stderr
+            )
+            return 2
+        entries = runs_of_sweep(entries, sweeps[args.sweep])
     try:
         listed = filter_runs(entries, status=args.status, where=args.filters)
     except ValueError as exc:

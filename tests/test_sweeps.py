@@ -1,0 +1,174 @@
+"""Sweep outcomes on any launcher: the summary, kill-and-relaunch, `sweeplab runs --by-sweep`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sweeplab.tracking.record import new_record, write_record
+from sweeplab.tracking.runs_cli import main as runs_main
+from sweeplab.tracking.sweeps import OUTCOMES_DIR, write_outcome
+from tests.conftest import FAST, run_cli
+from tests.test_cli import records
+
+QUICK = [
+    *FAST,
+    "eval.shift.corruptions=[]",
+    "eval.ood.detectors=[msp]",
+    "trainer.enable_progress_bar=false",
+]
+JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+
+
+def outcome_files(root: Path) -> list[Path]:
+    return sorted((root / "runs" / "_sweeps").glob(f"*/{OUTCOMES_DIR}/*.json"))
+
+
+def run_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in (root / "runs").glob("*/*") if not p.parent.name.startswith("_"))
+
+
+@pytest.mark.timeout(300)
+def test_killed_sweep_relaunch_runs_only_what_is_missing(tmp_path):
+    args = ["train", "-m", "seed=0,1,2", *QUICK, f"paths.root_dir={tmp_path}"]
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}  # as run_cli
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sweeplab", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group, killed as a whole
+    )
+    deadline = time.time() + 180
+    statuses: list[str] = []
+    while time.time() < deadline and process.poll() is None:
+        statuses = sorted(r["status"] for r in records(tmp_path) if r is not None)
+        if "complete" in statuses and "running" in statuses:
+            break
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert "complete" in statuses and "running" in statuses, statuses
+    killed = [r["run_id"] for r in records(tmp_path) if r["status"] == "running"]
+    assert len(killed) == 1
+
+    again = run_cli(args, cwd=tmp_path, timeout=240)
+    assert again.returncode == 0, again.stderr[-3000:]
+    found = records(tmp_path)
+    assert len(found) == 3 and len(run_dirs(tmp_path)) == 3
+    assert len({r["run_id"] for r in found}) == 3
+    assert sorted(r["config"]["seed"] for r in found) == [0, 1, 2]
+    assert all(r["status"] == "complete" and r["metrics"]["test/cls/acc"] > 0 for r in found)
+    resumed = next(r for r in found if r["run_id"] == killed[0])
+    assert resumed["attempts"] == 2
+    completed_before = statuses.count("complete")
+    assert (
+        f"3 runs — {3 - completed_before} complete, "
+        f"{completed_before} already complete (skipped), 0 failed"
+    ) in again.stdout
+    assert str(tmp_path / "runs") in again.stdout
+
+
+@pytest.mark.timeout(300)
+def test_joblib_sweep_writes_every_outcome_and_prints_the_summary(tmp_path):
+    result = run_cli(
+        ["train", "-m", *JOBLIB, "seed=0,1", *QUICK, f"paths.root_dir={tmp_path}"],
+        cwd=tmp_path,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = records(tmp_path)
+    assert sorted(r["config"]["seed"] for r in found) == [0, 1]
+    assert all(r["status"] == "complete" for r in found)
+    outcomes = [json.loads(p.read_text()) for p in outcome_files(tmp_path)]
+    assert sorted(o["run_id"] for o in outcomes) == sorted(r["run_id"] for r in found)
+    assert all(o["status"] == "complete" and o["error"] is None for o in outcomes)
+    assert "sweep: 2 runs — 2 complete, 0 already complete (skipped), 0 failed" in result.stdout
+    sweep_dir = outcome_files(tmp_path)[0].parents[1]
+    assert str(sweep_dir) in result.stdout
+
+
+@pytest.mark.timeout(300)
+def test_failing_job_under_joblib_is_named_and_fails_the_command(tmp_path):
+    result = run_cli(
+        [
+            "train",
+            "-m",
+            *JOBLIB,
+            "regime.optimizer.lr=-1,0.01",
+            *QUICK,
+            f"paths.root_dir={tmp_path}",
+        ],
+        cwd=tmp_path,
+        timeout=240,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    found = {r["config"]["regime"]["optimizer"]["lr"]: r for r in records(tmp_path)}
+    assert found[0.01]["status"] == "complete"
+    assert found[-1]["status"] == "failed"
+    assert "sweep: 2 runs — 1 complete, 0 already complete (skipped), 1 failed" in result.stdout
+    failed_dir = tmp_path / "runs" / found[-1]["name"] / found[-1]["run_id"]
+    failed_line = next(line for line in result.stdout.splitlines() if line.startswith("  failed: "))
+    assert str(failed_dir) in failed_line
+    assert "lr must be > 0" in failed_line
+
+    runs_dir = str(tmp_path / "runs")
+    listing = run_cli(["runs", "--runs-dir", runs_dir, "--status", "failed"], cwd=tmp_path)
+    assert listing.returncode == 0
+    assert found[-1]["run_id"] in listing.stdout
+    assert "lr must be > 0" in listing.stdout
+    by_sweep = run_cli(
+        ["runs", "--runs-dir", runs_dir, "--by-sweep", "--format", "json"], cwd=tmp_path
+    )
+    (sweep,) = json.loads(by_sweep.stdout)
+    assert (sweep["runs"], sweep["complete"], sweep["failed"]) == (2, 1, 1)
+
+
+def _fake_run(runs_dir: Path, run_id: str, status: str, error: str | None = None) -> Path:
+    run_dir = runs_dir / "demo" / run_id
+    run_dir.mkdir(parents=True)
+    record = new_record(run_id, "demo", {"seed": 0}, [f"seed={run_id}"], {})
+    record.update(status=status, error=error)
+    write_record(run_dir, record)
+    return run_dir
+
+
+def test_runs_by_sweep_lists_each_sweep_with_its_counts(tmp_path, capsys):
+    runs_dir = tmp_path / "runs"
+    first = runs_dir / "_sweeps" / "2026-01-02_03-04-05"
+    second = runs_dir / "_sweeps" / "2026-01-03_00-00-00"
+    for run_id, status, error in (("a1", "complete", None), ("b2", "failed", "ValueError: no")):
+        write_outcome(first, _fake_run(runs_dir, run_id, status, error), status, error)
+    write_outcome(second, runs_dir / "demo" / "a1", "skipped", None)
+    write_outcome(second, _fake_run(runs_dir, "c3", "complete"), "complete", None)
+    _fake_run(runs_dir, "d4", "complete")  # launched on its own, in no sweep
+
+    assert runs_main(["--runs-dir", str(runs_dir), "--by-sweep"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["sweep", "started", "runs", "complete", "skipped", "failed"]
+    assert lines[2].split() == ["2026-01-02_03-04-05", "2026-01-02", "03:04:05", "2", "1", "0", "1"]
+    assert lines[3].split() == ["2026-01-03_00-00-00", "2026-01-03", "00:00:00", "2", "1", "1", "0"]
+    assert "2 sweeps in" in lines[-1]
+
+    assert runs_main(["--runs-dir", str(runs_dir), "--sweep", second.name]) == 0
+    out = capsys.readouterr().out
+    assert "a1" in out and "c3" in out and "b2" not in out and "d4" not in out
+    assert (
+        runs_main(["--runs-dir", str(runs_dir), "--sweep", first.name, "--status", "failed"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "b2" in out and "ValueError: no" in out and "a1" not in out
+    assert runs_main(["--runs-dir", str(runs_dir), "--sweep", "nope"]) == 2
+
+
+def test_runs_by_sweep_on_a_store_without_sweeps(tmp_path, capsys):
+    assert runs_main(["--runs-dir", str(tmp_path), "--by-sweep"]) == 0
+    assert "No sweeps" in capsys.readouterr().out
