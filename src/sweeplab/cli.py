@@ -1,6 +1,7 @@
 """The ``sweeplab`` command: dispatch to the apps.
 
 sweeplab train [overrides…]          one run; with -m, a sweep
+sweeplab search hparams_search=<p>   an Optuna study whose trials are runs (resumable)
 sweeplab eval run=<dir|id> [eval…]   re-evaluate a finished run from its eval cache
 sweeplab runs [filters]              list the run store
 sweeplab table SPEC [--launch]       render a paper table from the run store
@@ -18,6 +19,7 @@ USAGE = """usage: sweeplab <command> [args…]
 
 commands:
   train [overrides…]     train and evaluate one run (with -m: a sweep over overrides)
+  search hparams_search=<preset> …  an Optuna search, continued on relaunch (sweeplab search --help)
   eval run=<dir|id> …    re-evaluate a finished run from its eval cache (sweeplab eval --help)
   runs [filters…]        list the run store as a table (sweeplab runs --help)
   dashboard [--port]     browse the run store on http://127.0.0.1:8501 (sweeplab dashboard --help)
@@ -48,6 +50,12 @@ def _eval(args: list[str]) -> int:
     return eval_main(args)
 
 
+def _search(args: list[str]) -> int:
+    from sweeplab.search import main as search_main
+
+    return search_main(args)
+
+
 def _runs(args: list[str]) -> int:
     from sweeplab.tracking.runs_cli import main as runs_main
 
@@ -75,6 +83,7 @@ def _sync(args: list[str]) -> int:
 COMMANDS = {
     "train": _train,
     "eval": _eval,
+    "search": _search,
     "runs": _runs,
     "table": _table,
     "dashboard": _dashboard,

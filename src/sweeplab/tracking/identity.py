@@ -22,6 +22,7 @@ RUN_ID_LENGTH = 12
 NON_RESULT_KEYS = (
     "hydra",
     "eval",
+    "hparams_search",
     "name",
     "tags",
     "paths",
