@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,6 +57,28 @@ FAST = [
     "trainer.max_epochs=2",
     "data.val_fraction=0.2",
 ]
+
+
+def kill_when(args: list[str], cwd: Path, ready: Callable[[], bool], timeout: float = 180) -> bool:
+    """Start ``python -m sweeplab …`` and SIGKILL its whole process group once ``ready()``
+    holds (polled every few ms) or ``timeout`` passes; returns whether ``ready()`` held."""
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}  # as run_cli
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sweeplab", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group, killed as a whole
+    )
+    deadline = time.time() + timeout
+    held = False
+    while time.time() < deadline and process.poll() is None and not held:
+        held = ready()
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return held
 
 
 def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None):

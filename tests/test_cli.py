@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import csv
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from sweeplab.tracking.record import read_record
-from tests.conftest import run_cli
+from tests.conftest import kill_when, run_cli
 
 QUICK = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false"]
 
@@ -85,22 +80,12 @@ def test_kill_after_first_checkpoint_then_resume(tmp_path):
         "trainer.enable_progress_bar=false",
         f"paths.root_dir={tmp_path}",
     ]
-    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}  # as run_cli
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sweeplab", *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 120
-    ckpts: list[Path] = []
-    while time.time() < deadline and not ckpts and process.poll() is None:
-        ckpts = list((tmp_path / "runs").glob("*/*/checkpoints/last.ckpt"))
-        time.sleep(0.02)
-    assert ckpts, "no checkpoint appeared"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+
+    def checkpoints() -> list[Path]:
+        return list((tmp_path / "runs").glob("*/*/checkpoints/last.ckpt"))
+
+    assert kill_when(args, tmp_path, lambda: bool(checkpoints()), timeout=120)
+    ckpts = checkpoints()
     run_dir = ckpts[0].parents[1]
     killed = read_record(run_dir)
     assert killed["status"] == "running"

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -15,7 +10,7 @@ import pytest
 from optuna.trial import TrialState
 
 from sweeplab.search import SearchError, search
-from tests.conftest import run_cli
+from tests.conftest import kill_when, run_cli
 
 QUICK = [
     "hparams_search=digits_optuna",
@@ -66,24 +61,13 @@ def test_search_trials_are_runs_and_a_relaunch_adds_nothing(tmp_path, monkeypatc
 @pytest.mark.timeout(300)
 def test_a_killed_search_continues_where_it_stopped(tmp_path):
     args = ["search", *QUICK, "hparams_search.n_trials=3", f"paths.root_dir={tmp_path}"]
-    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sweeplab", *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.time() + 180
     statuses: list[str] = []
-    while time.time() < deadline and process.poll() is None:
-        statuses = sorted(r["status"] for r in records(tmp_path))
-        if "complete" in statuses and "running" in statuses:
-            break
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+
+    def one_complete_one_running() -> bool:
+        statuses[:] = sorted(r["status"] for r in records(tmp_path))
+        return "complete" in statuses and "running" in statuses
+
+    kill_when(args, tmp_path, one_complete_one_running)
     assert "complete" in statuses and "running" in statuses, statuses
     assert any(t.state == TrialState.RUNNING for t in load(tmp_path).trials)
 

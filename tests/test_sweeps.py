@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +10,7 @@ import pytest
 from sweeplab.tracking.record import new_record, write_record
 from sweeplab.tracking.runs_cli import main as runs_main
 from sweeplab.tracking.sweeps import OUTCOMES_DIR, write_outcome
-from tests.conftest import FAST, run_cli
+from tests.conftest import FAST, kill_when, run_cli
 from tests.test_cli import records
 
 QUICK = [
@@ -38,24 +33,13 @@ def run_dirs(root: Path) -> list[Path]:
 @pytest.mark.timeout(300)
 def test_killed_sweep_relaunch_runs_only_what_is_missing(tmp_path):
     args = ["train", "-m", "seed=0,1,2", *QUICK, f"paths.root_dir={tmp_path}"]
-    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}  # as run_cli
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sweeplab", *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group, killed as a whole
-    )
-    deadline = time.time() + 180
     statuses: list[str] = []
-    while time.time() < deadline and process.poll() is None:
-        statuses = sorted(r["status"] for r in records(tmp_path) if r is not None)
-        if "complete" in statuses and "running" in statuses:
-            break
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+
+    def one_complete_one_running() -> bool:
+        statuses[:] = sorted(r["status"] for r in records(tmp_path) if r is not None)
+        return "complete" in statuses and "running" in statuses
+
+    kill_when(args, tmp_path, one_complete_one_running)
     assert "complete" in statuses and "running" in statuses, statuses
     killed = [r["run_id"] for r in records(tmp_path) if r["status"] == "running"]
     assert len(killed) == 1
