@@ -327,6 +327,7 @@ def check_eval_config(eval_cfg: DictConfig, datamodule) -> None:
 
     from sweeplab.checks import positive_int
     from sweeplab.data.corruptions import CORRUPTIONS
+    from sweeplab.data.ood_sets import HeldOutClasses
     from sweeplab.evaluation.calibrators import CALIBRATORS
     from sweeplab.evaluation.detectors import DETECTORS, build_detector
     from sweeplab.evaluation.ood import GROUPS
@@ -359,7 +360,7 @@ def check_eval_config(eval_cfg: DictConfig, datamodule) -> None:
             raise ValueError(
                 f"eval.ood.sets.{name}.group must be one of {GROUPS}, got {ood_set.group!r}"
             )
-        if type(ood_set).__name__ == "HeldOutClasses" and not datamodule.held_out_classes:
+        if isinstance(ood_set, HeldOutClasses) and not datamodule.held_out_classes:
             raise ValueError(
                 f"eval.ood.sets.{name} uses held-out classes but data.held_out_classes is empty: "
                 f"set data.held_out_classes (e.g. [8,9]) or drop the set with "
