@@ -1,0 +1,54 @@
+"""Where the run store is, and what a run directory holds: the names every reader shares.
+
+A run lives in ``<runs_dir>/<name>/<run_id>/``::
+
+    record.json           the run record (status, config, metrics, provenance, artifacts)
+    config.yaml           the resolved config, for people
+    metrics.csv           per-epoch metrics
+    checkpoints/          last.ckpt (for resuming) and best.ckpt (best val/cls/acc)
+    eval_cache/           the one-pass evaluation outputs every metric is computed from
+    plots/                pictures (reliability, OOD histograms, mixed samples)
+
+The store is found by one rule, used by every command (train, eval, runs, tables,
+dashboard, sync): an explicit directory (``--runs-dir`` or ``paths.runs_dir=``) wins;
+else ``$SWEEPLAB_RUNS_DIR``; else ``$SWEEPLAB_HOME/runs``; else ``./runs``.
+``$SWEEPLAB_HOME`` also moves data and caches (``conf/paths/default.yaml``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+RECORD_FILE = "record.json"
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.csv"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CKPT = "last.ckpt"
+BEST_CKPT = "best.ckpt"
+CHECKPOINTS = {"last": LAST_CKPT, "best": BEST_CKPT}
+EVAL_CACHE_DIR = "eval_cache"
+PLOTS_DIR = "plots"
+
+RUNS_DIR_ENV = "SWEEPLAB_RUNS_DIR"
+HOME_ENV = "SWEEPLAB_HOME"
+DEFAULT_RUNS_DIR = "runs"
+
+
+def runs_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """The run store: ``explicit``, else ``$SWEEPLAB_RUNS_DIR``, else ``$SWEEPLAB_HOME/runs``,
+    else ``./runs``."""
+    if explicit is not None and str(explicit) != "":
+        return Path(explicit).expanduser()
+    if os.environ.get(RUNS_DIR_ENV):
+        return Path(os.environ[RUNS_DIR_ENV]).expanduser()
+    if os.environ.get(HOME_ENV):
+        return Path(os.environ[HOME_ENV]).expanduser() / DEFAULT_RUNS_DIR
+    return Path(DEFAULT_RUNS_DIR)
+
+
+def checkpoint_path(run_dir: str | os.PathLike, which: str = "last") -> Path:
+    """``checkpoints/last.ckpt`` or ``checkpoints/best.ckpt`` of a run."""
+    if which not in CHECKPOINTS:
+        raise ValueError(f"checkpoint must be one of {sorted(CHECKPOINTS)}, got {which!r}")
+    return Path(run_dir) / CHECKPOINT_DIR / CHECKPOINTS[which]
