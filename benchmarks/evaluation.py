@@ -38,7 +38,7 @@ from sweeplab.evaluation.passes import (
 )
 from sweeplab.evaluation.report import evaluate_cached
 from sweeplab.tracking.identity import register_resolvers
-from sweeplab.train import build_components
+from sweeplab.assembly import build_components
 
 WORKLOADS = {
     "digits": [],

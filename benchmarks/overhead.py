@@ -34,7 +34,8 @@ from hydra.core.global_hydra import GlobalHydra
 from sweeplab.configs import config_dir
 from sweeplab.tracking.identity import compute_run_id, register_resolvers
 from sweeplab.tracking.record import read_record
-from sweeplab.train import build_components, execute
+from sweeplab.assembly import build_components
+from sweeplab.train import execute
 
 WORKLOADS = {
     # The embedded default: digits, small CNN, batch 64.

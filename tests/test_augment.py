@@ -34,7 +34,8 @@ from sweeplab.models import MLP, CifarResNet, SmallCNN, TimmBackbone
 from sweeplab.regimes.erm import ERM
 from sweeplab.tracking.identity import compute_run_id
 from sweeplab.tracking.record import read_record
-from sweeplab.train import build_components, execute
+from sweeplab.assembly import build_components
+from sweeplab.train import execute
 
 K = 5  # classes of the synthetic batches
 MIXERS = {

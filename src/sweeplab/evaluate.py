@@ -10,7 +10,6 @@ or a run without a cache; it is then loaded from its checkpoint.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from sweeplab.tracking.layout import CONFIG_FILE
+from sweeplab.tracking.layout import runs_dir as store_dir
 from sweeplab.tracking.record import CorruptRecordError, now_iso, read_record, write_record
 
 log = logging.getLogger("sweeplab.eval")
@@ -28,7 +29,7 @@ Recompute a finished run's evaluation from its eval cache and update its record.
 Only eval keys may be overridden, e.g.
   sweeplab eval run=runs/digits_small_cnn/0123abcd4567 eval.ood.detectors=[knn,vim]
   sweeplab eval run=0123abcd4567 eval.calibration.n_bins=20 eval/ood_sets=digits
-A run id is looked up under ./runs (or paths.runs_dir=…, or $SWEEPLAB_HOME/runs).
+A run id is looked up in the run store: paths.runs_dir=… if given, else $SWEEPLAB_RUNS_DIR,\nelse $SWEEPLAB_HOME/runs, else ./runs.
 """
 
 EVAL_OVERRIDE_PREFIXES = ("eval.", "eval=", "eval/", "paths.")
@@ -42,21 +43,14 @@ def _is_eval_override(override: str) -> bool:
     return override.lstrip("+~").startswith(EVAL_OVERRIDE_PREFIXES)
 
 
-def find_run(spec: str, runs_dir: Path) -> Path:
-    """A run directory from a path or a (prefix of a) run id under ``runs_dir``."""
-    path = Path(spec).expanduser()
-    if (path / "record.json").exists():
-        return path.resolve()
-    matches = sorted(p.parent for p in runs_dir.glob(f"*/{spec}*/record.json"))
-    if not matches:
-        raise EvalError(
-            f"no run {spec!r}: not a run directory, and no run id starting with it under "
-            f"{runs_dir} (list runs with: sweeplab runs --runs-dir {runs_dir})"
-        )
-    if len(matches) > 1:
-        names = ", ".join(str(m) for m in matches[:5])
-        raise EvalError(f"run id {spec!r} is ambiguous under {runs_dir}: {names}")
-    return matches[0].resolve()
+def find_run(spec: str, runs_dir: Path | None = None) -> Path:
+    """A run directory from a path or a (prefix of a) run id in the store."""
+    from sweeplab.tracking.runs import RunError, open_run
+
+    try:
+        return open_run(spec, runs_dir, require_complete=False).path
+    except RunError as exc:
+        raise EvalError(str(exc)) from exc
 
 
 def eval_config(record: dict[str, Any], overrides: list[str]) -> DictConfig:
@@ -94,28 +88,26 @@ def eval_config(record: dict[str, Any], overrides: list[str]) -> DictConfig:
 
 
 def _load_model(cfg: DictConfig, run_dir: Path, device):
-    """The run's regime with its evaluated weights, loaded safely (``weights_only``)."""
-    import torch
+    """The run's data and regime with its evaluated weights, loaded safely (``weights_only``)."""
+    from sweeplab.assembly import ModelInput, setup_data
+    from sweeplab.regimes.loading import load_model
+    from sweeplab.tracking.runs import Run, RunError
 
-    from sweeplab.train import BEST_CKPT, CHECKPOINT_DIR, LAST_CKPT, build_components
-
-    name = BEST_CKPT if cfg.get("eval_checkpoint") == "best" else LAST_CKPT
-    path = run_dir / CHECKPOINT_DIR / name
-    if not path.exists():
-        raise EvalError(
-            f"the eval cache lacks what this evaluation needs and there is no checkpoint at "
-            f"{path} to recompute it from; retrain the run (delete its directory and relaunch)"
-        )
-    datamodule, module = build_components(cfg)
+    which = "best" if cfg.get("eval_checkpoint") == "best" else "last"
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-        module.load_state_dict(state)
-    except Exception as exc:
+        module = load_model(Run(run_dir, read_record(run_dir)), which)
+    except RunError as exc:
         raise EvalError(
-            f"checkpoint {path} is corrupt or does not match the run's model "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+            f"the eval cache lacks what this evaluation needs and the model cannot be "
+            f"loaded to recompute it: {exc}"
         ) from exc
-    return datamodule, module.to(device).eval()
+    datamodule = setup_data(cfg)
+    if ModelInput.of(datamodule) != module.model_input:
+        raise EvalError(
+            f"run {run_dir.name}: its data now gives {ModelInput.of(datamodule).describe()}, "
+            f"but the model was built for {module.model_input.describe()}"
+        )
+    return datamodule, module.to(device)
 
 
 def evaluate_run(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
@@ -158,7 +150,7 @@ def evaluate_run(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
     record["config"]["eval"] = OmegaConf.to_container(cfg.eval, resolve=True)
     record["evaluated"] = now_iso()
     record["eval_duration_s"] = round(time.time() - started, 3)
-    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(record["config"]))
+    atomic_write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(record["config"]))
     write_record(run_dir, record)
     return record
 
@@ -185,13 +177,14 @@ def main(args: list[str]) -> int:
     if len(specs) != 1:
         print(f"sweeplab eval: give exactly one run=<dir|id>\n\n{USAGE}", file=sys.stderr)
         return 2
-    runs_dir = Path(os.environ.get("SWEEPLAB_HOME", ".")) / "runs"
+    explicit = None
     for override in overrides:
         key, _, value = override.partition("=")
         if key == "paths.root_dir":
-            runs_dir = Path(value) / "runs"
+            explicit = Path(value) / "runs"
         elif key == "paths.runs_dir":
-            runs_dir = Path(value)
+            explicit = Path(value)
+    runs_dir = store_dir(explicit)
     try:
         run_dir = find_run(specs[0].partition("=")[2], runs_dir)
         record = evaluate_run(run_dir, overrides)

@@ -27,6 +27,15 @@ from omegaconf import DictConfig, OmegaConf
 from sweeplab.configs import config_dir
 from sweeplab.files import atomic_write_text
 from sweeplab.tracking.identity import compute_run_id, register_resolvers
+from sweeplab.tracking.layout import (
+    BEST_CKPT,
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    LAST_CKPT,
+    METRICS_FILE,
+    PLOTS_DIR,
+    RECORD_FILE,
+)
 from sweeplab.tracking.record import (
     CorruptRecordError,
     new_record,
@@ -56,11 +65,6 @@ def _quiet_third_party_noise() -> None:
         r".*isinstance\(treespec, LeafSpec\).*",  # Lightning vs torch pytree deprecation
     ):
         warnings.filterwarnings("ignore", message=message)
-
-
-CHECKPOINT_DIR = "checkpoints"
-LAST_CKPT = "last.ckpt"
-BEST_CKPT = "best.ckpt"
 
 
 @dataclass
@@ -101,17 +105,18 @@ def resolved_config(cfg: DictConfig) -> dict[str, Any]:
 def _short_error(exc: BaseException) -> str:
     """``Type: message`` of the error that matters, on one line, for records and summaries.
 
-    Hydra wraps errors raised while instantiating a config node; the innermost
-    error says what was wrong and the wrapper which node it was, so both are kept.
+    Hydra wraps errors raised while instantiating a config node, and a node built
+    inside another (the backbone, inside the regime) is wrapped twice; the innermost
+    error says what was wrong and the innermost wrapper which node it was.
     """
-    inner = exc
+    inner, node = exc, None
     while type(inner).__name__ == "InstantiationException" and inner.__cause__ is not None:
+        keys = re.findall(r"full_key: (\S+)", str(inner))
+        node = keys[-1] if keys else node
         inner = inner.__cause__
     message = " ".join((str(inner).strip() or repr(inner)).split())
-    if inner is not exc:
-        node = re.search(r"full_key: (\S+)", str(exc))
-        if node:
-            message += f" (while creating `{node.group(1)}`)"
+    if node is not None:
+        message += f" (while creating `{node}`)"
     return f"{type(inner).__name__}: {message}"
 
 
@@ -146,8 +151,8 @@ def _start_record(
     record["choices"] = choices
     record.setdefault("logger_ids", {})
     record["logger_ids"].setdefault("wandb", new_wandb_id(run_id))
-    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(config))
-    record["artifacts"]["config"] = "config.yaml"
+    atomic_write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(config))
+    record["artifacts"]["config"] = CONFIG_FILE
     write_record(run_dir, record)
     return record
 
@@ -172,27 +177,12 @@ def _checkpoint_epoch(path: Path) -> int:
         ) from exc
 
 
-def build_components(cfg: DictConfig):
-    """The data (set up) and the regime around its backbone and mixer, sized from the data."""
-    from hydra.utils import instantiate
-
-    datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    channels, height, _ = datamodule.image_shape
-    backbone = instantiate(
-        cfg.backbone, num_classes=datamodule.num_classes, in_chans=channels, image_size=height
-    )
-    augment = cfg.get("augment")
-    mixer = None if augment is None else instantiate(augment, num_classes=datamodule.num_classes)
-    return datamodule, instantiate(cfg.regime, backbone=backbone, mixer=mixer)
-
-
 def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, record: dict | None) -> dict | None:
     """Train and evaluate. Returns the metrics on rank 0, ``None`` on other ranks."""
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
+    from sweeplab.assembly import MODEL_INPUT_KEY, ModelInput, build_components
     from sweeplab.evaluation.passes import check_eval_config
     from sweeplab.tracking.loggers import build_loggers, close_loggers
 
@@ -203,6 +193,8 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, record: dict | None) -> di
 
     datamodule, module = build_components(cfg)
     check_eval_config(cfg.eval, datamodule)
+    if record is not None:
+        record[MODEL_INPUT_KEY] = ModelInput.of(datamodule).to_record()
 
     ckpt_dir = run_dir / CHECKPOINT_DIR
     callbacks = []
@@ -240,12 +232,7 @@ def _train_and_evaluate(
     import torch
     from hydra.utils import instantiate
 
-    from sweeplab.tracking.loggers import (
-        close_loggers,
-        csv_logger,
-        publish_images,
-        publish_summary,
-    )
+    from sweeplab.tracking.loggers import close_loggers, publish_images, publish_summary
     from sweeplab.tracking.throughput import TrainThroughput
 
     ckpt_dir = run_dir / CHECKPOINT_DIR
@@ -257,23 +244,16 @@ def _train_and_evaluate(
     )
 
     last = ckpt_dir / LAST_CKPT
-    ckpt_path = None
-    if last.exists():
-        resume_epoch = _checkpoint_epoch(last)
-        log.info("resuming from %s (epoch %d done)", last, resume_epoch + 1)
-        csv_logger(loggers).drop_epochs_from(resume_epoch + 1)
-        ckpt_path = str(last)
-        if record is not None:
-            record.setdefault("resumed_from_epochs", []).append(resume_epoch + 1)
-
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    if trainer.interrupted:
-        raise KeyboardInterrupt("training was interrupted; relaunch to resume from last.ckpt")
+    if module.trains:
+        _fit(cfg, trainer, module, datamodule, last, loggers, record)
+    else:
+        log.info("regime %s does not train: evaluating it as built", module.regime_name)
+        _save_built(module, last)
     if not trainer.is_global_zero:
         return None
 
     # Evaluate once, on this process, on exactly the N samples of each split.
-    if cfg.eval_checkpoint == "best":
+    if cfg.eval_checkpoint == "best" and module.trains:
         best = ckpt_dir / BEST_CKPT
         if not best.exists():
             raise FileNotFoundError(f"eval_checkpoint=best but {best} was not written (no val?)")
@@ -295,7 +275,7 @@ def _train_and_evaluate(
     close_loggers(loggers)
     artifacts.update({key: str(path.relative_to(run_dir)) for key, path in pictures.items()})
 
-    artifacts["metrics_csv"] = "metrics.csv"
+    artifacts["metrics_csv"] = METRICS_FILE
     if last.exists():
         artifacts["last_ckpt"] = f"{CHECKPOINT_DIR}/{LAST_CKPT}"
     if (ckpt_dir / BEST_CKPT).exists():
@@ -304,6 +284,36 @@ def _train_and_evaluate(
         record["artifacts"].update(artifacts)
         record["evaluation"] = details
     return metrics
+
+
+def _fit(cfg: DictConfig, trainer, module, datamodule, last: Path, loggers, record) -> None:
+    """``trainer.fit``, resuming from ``last`` when an earlier attempt left it."""
+    from sweeplab.tracking.loggers import csv_logger
+
+    ckpt_path = None
+    if last.exists():
+        resume_epoch = _checkpoint_epoch(last)
+        log.info("resuming from %s (epoch %d done)", last, resume_epoch + 1)
+        csv_logger(loggers).drop_epochs_from(resume_epoch + 1)
+        ckpt_path = str(last)
+        if record is not None:
+            record.setdefault("resumed_from_epochs", []).append(resume_epoch + 1)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    if trainer.interrupted:
+        raise KeyboardInterrupt("training was interrupted; relaunch to resume from last.ckpt")
+
+
+def _save_built(module, path: Path) -> None:
+    """The weights of a regime that does not train, as its checkpoint (for ``sweeplab eval``)."""
+    import io
+
+    import torch
+
+    from sweeplab.files import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    torch.save({"state_dict": module.state_dict(), "epoch": 0, "global_step": 0}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _evaluate(cfg: DictConfig, module, datamodule, device, run_dir: Path):
@@ -318,7 +328,7 @@ def _evaluate(cfg: DictConfig, module, datamodule, device, run_dir: Path):
 
 def run_pictures(run_dir: Path) -> dict[str, Path]:
     """Every picture the run wrote under ``plots/``, keyed as the loggers show them."""
-    return {f"plots/{p.stem}": p for p in sorted((run_dir / "plots").glob("*.png"))}
+    return {f"{PLOTS_DIR}/{p.stem}": p for p in sorted((run_dir / PLOTS_DIR).glob("*.png"))}
 
 
 def _skip_if_complete(run_dir: Path) -> Outcome | None:
@@ -449,7 +459,7 @@ def main(cfg: DictConfig) -> None:
         write_outcome(hydra_cfg.sweep.dir, outcome.run_dir, outcome.status, outcome.error)
     if outcome.status == "failed" and not multirun:
         raise SystemExit(
-            f"sweeplab: run failed: {outcome.error}\n  record: {outcome.run_dir / 'record.json'}"
+            f"sweeplab: run failed: {outcome.error}\n  record: {outcome.run_dir / RECORD_FILE}"
         )
 
 
