@@ -139,7 +139,8 @@ def test_help_and_unknown_command(tmp_path):
 
 @pytest.mark.timeout(600)
 def test_ddp_jobs_inside_a_sweep_give_one_record_each(tmp_path):
-    """Lightning's DDP relaunch must not re-run the sweep (DESIGN §10)."""
+    """Lightning's DDP launcher restarts ``sys.argv`` for its other ranks; inside a Hydra
+    multirun that is the whole sweep command, which must not launch the sweep again."""
     result = run_cli(
         ["train", "-m", "trainer=ddp_cpu", "seed=0,1", *QUICK, f"paths.root_dir={tmp_path}"],
         cwd=tmp_path,

@@ -224,7 +224,7 @@ def test_timm_cnn_features_are_pooled_not_the_feature_map():
     with torch.no_grad():
         fmap = model.model.forward_features(x)
         feats = model.features(x)
-    assert fmap.ndim == 4  # timm's forward_features: unpooled, DESIGN §10
+    assert fmap.ndim == 4  # timm's forward_features returns the unpooled [B, C, H, W] map
     assert feats.shape == (2, 512)
     assert torch.allclose(feats, fmap.mean(dim=(2, 3)))
 

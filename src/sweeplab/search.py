@@ -2,8 +2,8 @@
 
 An Optuna study whose trials are ordinary runs of the run store. It uses Optuna's own
 ask-and-tell API with SQLite storage in the runs directory rather than Hydra's Optuna
-sweeper, whose release pins Optuna 2 and SQLAlchemy 1 (DESIGN §10); and it makes a
-relaunch finish the study: a search stopped at any point continues until
+sweeper, whose release pins Optuna 2 and SQLAlchemy 1 while this project needs Optuna
+3.4 or later; and it makes a relaunch finish the study: a search stopped at any point continues until
 ``n_trials`` trials are complete, a trial that was running when it stopped is marked
 failed and its parameters are tried again (its run resumes from its checkpoint), and a
 trial whose run is already complete is told its recorded value without training.

@@ -15,8 +15,10 @@ from typing import Any
 
 import yaml
 
-# Metric keys follow DESIGN §6 (split/family/name); a key outside these families
-# is almost always a typo that would otherwise render as an empty column.
+# Metric keys are ``<split>/<family>/<name>`` (``test/cls/acc``, ``val/cal/ece``), or begin
+# with a family that has a layout of its own (``ood/<set>/<detector>/<metric>``, ``shift/``,
+# ``perf/``, ``ens/``, ``nas/``, and training values such as ``train/lr``); a key outside
+# these families is almost always a typo that would otherwise render as an empty column.
 METRIC_PATTERNS = (
     r"(train|val|test)/(cls|cal)/[\w.@-]+",
     r"ood/[\w.@-]+(/[\w.@-]+)*",
