@@ -30,8 +30,8 @@ from sweeplab.data import (
     ImageFolderDataModule,
     InMemoryDataModule,
     SyntheticDataModule,
+    folder_archives,
 )
-from sweeplab.data import image_folders as image_folders_module
 from sweeplab.data.cache import CorruptCacheWarning
 from sweeplab.data.loaders import EpochBatchPlan, epoch_permutation
 from sweeplab.data.splits import plan_splits, stratified_split
@@ -457,7 +457,7 @@ def test_archive_is_decoded_with_sorted_classes_and_cached(toy_archive, tmp_path
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again instead of loading the cache")
 
-    monkeypatch.setattr(image_folders_module, "decode_image_folder", no_decoding)
+    monkeypatch.setattr(folder_archives, "decode_image_folder", no_decoding)
     cached = ImageFolderDataModule(root=str(toy_archive), seed=0, val_fraction=0.2,
                                    cache_dir=str(cache_dir))  # fmt: skip
     cached.setup()

@@ -6,7 +6,8 @@ model's logits on it; ``mixer(x, y) -> (x_mixed, y_soft)`` is the short form for
 input-space mixers. See ``base.py`` for the options all of them share.
 """
 
-from sweeplab.augment.base import MixedBatch, Mixer
+from sweeplab.augment.base import Mixer
+from sweeplab.augment.batch import MixedBatch
 from sweeplab.augment.cutmix import CutMix
 from sweeplab.augment.fmix import FMix
 from sweeplab.augment.identity import NoMix

@@ -13,61 +13,17 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sweeplab import checks as shared
-from sweeplab.augment import checks
+from sweeplab import checks
+from sweeplab.augment.batch import MixedBatch
 from sweeplab.augment.losses import MixLoss
 
 LAM_MODES = ("batch", "pair", "sample")
 PARTNERS = ("permute", "flip", "pairs")
-
-
-class FeatureMixing(Protocol):
-    """Mixing that happens inside the model (manifold mixup) rather than on its input."""
-
-    stage: int
-
-    def forward(self, model: nn.Module, x: Tensor) -> Tensor: ...
-
-
-@dataclass(frozen=True)
-class MixedBatch:
-    """One training batch after mixing: what the model sees and what the loss needs.
-
-    Attributes:
-        x: the model's input, ``[B, ...]``; ``[2B, ...]`` for RegMixup (clean rows first).
-        target: soft targets ``[len(x), K]``, rows summing to 1, label smoothing included.
-        labels: the batch's integer labels ``[B]``.
-        lam: ``[B]`` weight of each sample's own label in its mixed row; ``None`` when the
-            batch was not mixed, and the loss is plain hard-label cross-entropy.
-        partner: ``[B]`` index of the sample each mixed row took the rest from.
-        clean_rows: how many leading rows of ``x`` are the unmixed batch (RegMixup).
-        feature_mix: mixing at a backbone stage (manifold mixup); ``x`` is then clean.
-    """
-
-    x: Tensor
-    target: Tensor
-    labels: Tensor
-    lam: Tensor | None = None
-    partner: Tensor | None = None
-    clean_rows: int = 0
-    feature_mix: FeatureMixing | None = None
-
-    @property
-    def mixed(self) -> bool:
-        return self.lam is not None
-
-    def forward(self, model: nn.Module) -> Tensor:
-        """``model``'s logits for this batch, mixing features inside it where asked to."""
-        if self.feature_mix is not None:
-            return self.feature_mix.forward(model, self.x)
-        return model(self.x)
 
 
 def step_seed(seed: int, epoch: int, batch_index: int, rank: int) -> int:
@@ -124,19 +80,21 @@ class Mixer(ABC):
         decoupled_weight: float = 0.0,
         seed: int = 0,
     ) -> None:
-        self.num_classes = shared.positive_int("num_classes", num_classes)
-        self.prob = checks.probability("prob", prob)
-        self.lam_mode = checks.one_of("lam_mode", lam_mode, LAM_MODES)
-        self.partner = checks.one_of("partner", partner, PARTNERS)
+        self.num_classes = checks.positive_int("num_classes", num_classes)
+        self.prob = checks.probability("augment.prob", prob)
+        self.lam_mode = checks.one_of("augment.lam_mode", lam_mode, LAM_MODES)
+        self.partner = checks.one_of("augment.partner", partner, PARTNERS)
         if self.lam_mode == "pair" and self.partner == "permute":
             raise ValueError(
                 "augment.lam_mode=pair needs partners that come in pairs: "
                 "set augment.partner=pairs (random pairs) or augment.partner=flip"
             )
-        self.label_smoothing = checks.smoothing("label_smoothing", label_smoothing)
-        self.off_epoch = checks.non_negative_int("off_epoch", off_epoch)
-        self.seed = checks.non_negative_int("seed", seed)
-        self.loss = self.make_loss(checks.non_negative("decoupled_weight", decoupled_weight))
+        self.label_smoothing = checks.fraction_below_one("augment.label_smoothing", label_smoothing)
+        self.off_epoch = checks.non_negative_int("augment.off_epoch", off_epoch)
+        self.seed = checks.non_negative_int("augment.seed", seed)
+        self.loss = self.make_loss(
+            checks.non_negative("augment.decoupled_weight", decoupled_weight)
+        )
         self._calls = 0  # the stream of plain ``mixer(x, y)`` calls
 
     def make_loss(self, decoupled_weight: float) -> MixLoss:

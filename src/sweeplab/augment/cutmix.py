@@ -11,9 +11,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sweeplab.augment import checks
-from sweeplab.augment.base import MixedBatch, Mixer, sample_beta
+from sweeplab import checks
+from sweeplab.augment.base import Mixer, sample_beta
+from sweeplab.augment.batch import MixedBatch
 from sweeplab.augment.boxes import centred_boxes, paste_boxes, placed_boxes, side_range
+from sweeplab.augment.checks import optional_scale_range
 
 
 def uniform_sides(
@@ -63,8 +65,8 @@ class CutMix(Mixer):
         self, *, alpha: float = 1.0, minmax: tuple[float, float] | None = None, **options
     ) -> None:
         super().__init__(**options)
-        self.alpha = checks.positive("alpha", alpha)
-        self.minmax = checks.optional_scale_range("minmax", minmax)
+        self.alpha = checks.positive("augment.alpha", alpha)
+        self.minmax = optional_scale_range("augment.minmax", minmax)
 
     def mix_batch(self, x: Tensor, y: Tensor, generator: torch.Generator) -> MixedBatch:
         batch, _, height, width = x.shape

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sweeplab.augment import checks
-from sweeplab.augment.base import MixedBatch, Mixer, sample_beta
+from sweeplab import checks
+from sweeplab.augment.base import Mixer, sample_beta
+from sweeplab.augment.batch import MixedBatch
 
 
 def low_frequency_images(
@@ -85,8 +86,8 @@ class FMix(Mixer):
 
     def __init__(self, *, alpha: float = 1.0, decay_power: float = 3.0, **options) -> None:
         super().__init__(**options)
-        self.alpha = checks.positive("alpha", alpha)
-        self.decay_power = checks.positive("decay_power", decay_power)
+        self.alpha = checks.positive("augment.alpha", alpha)
+        self.decay_power = checks.positive("augment.decay_power", decay_power)
 
     def mix_batch(self, x: Tensor, y: Tensor, generator: torch.Generator) -> MixedBatch:
         batch, _, height, width = x.shape

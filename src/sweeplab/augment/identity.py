@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sweeplab.augment.base import MixedBatch, Mixer
+from sweeplab.augment.base import Mixer
+from sweeplab.augment.batch import MixedBatch
 
 
 class NoMix(Mixer):

@@ -8,16 +8,12 @@ its soft targets, optionally adding the decoupled regulariser of Liu et al. (202
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sweeplab.augment import checks
-
-if TYPE_CHECKING:
-    from sweeplab.augment.base import MixedBatch
+from sweeplab import checks
+from sweeplab.augment.batch import MixedBatch
 
 
 def soft_target_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
@@ -46,7 +42,7 @@ def decoupled_regulariser(logits: Tensor, labels: Tensor, partners: Tensor, lam:
 
 
 class MixLoss:
-    """Cross-entropy of a :class:`~sweeplab.augment.base.MixedBatch`, the one loss of every mixer.
+    """Cross-entropy of a :class:`~sweeplab.augment.batch.MixedBatch`, the one loss of every mixer.
 
     Args:
         label_smoothing: ε of the hard-label path (the mixer's own smoothing).
@@ -63,9 +59,9 @@ class MixLoss:
         decoupled_weight: float = 0.0,
         mixed_weight: float = 1.0,
     ) -> None:
-        self.label_smoothing = checks.smoothing("label_smoothing", label_smoothing)
-        self.decoupled_weight = checks.non_negative("decoupled_weight", decoupled_weight)
-        self.mixed_weight = checks.positive("mixed_weight", mixed_weight)
+        self.label_smoothing = checks.fraction_below_one("augment.label_smoothing", label_smoothing)
+        self.decoupled_weight = checks.non_negative("augment.decoupled_weight", decoupled_weight)
+        self.mixed_weight = checks.positive("augment.mixed_weight", mixed_weight)
 
     def __call__(self, logits: Tensor, batch: MixedBatch) -> Tensor:
         if not batch.mixed:

@@ -14,8 +14,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from sweeplab.augment import checks
-from sweeplab.augment.base import MixedBatch, blend
+from sweeplab import checks
+from sweeplab.augment.base import blend
+from sweeplab.augment.batch import MixedBatch
+from sweeplab.augment.checks import stage_list
 from sweeplab.augment.mixup import Mixup
 
 
@@ -70,8 +72,8 @@ class ManifoldMixup(Mixup):
         **options,
     ) -> None:
         super().__init__(alpha=alpha, **options)
-        self.stages = checks.stage_list("stages", stages)
-        self.include_input = checks.boolean("include_input", include_input)
+        self.stages = stage_list("augment.stages", stages)
+        self.include_input = checks.boolean("augment.include_input", include_input)
         self._available: int | None = None
 
     def check_backbone(self, backbone: nn.Module) -> None:

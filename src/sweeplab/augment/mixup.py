@@ -9,8 +9,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sweeplab.augment import checks
-from sweeplab.augment.base import MixedBatch, Mixer, blend, sample_beta
+from sweeplab import checks
+from sweeplab.augment.base import Mixer, blend, sample_beta
+from sweeplab.augment.batch import MixedBatch
 
 
 class Mixup(Mixer):
@@ -22,7 +23,7 @@ class Mixup(Mixer):
 
     def __init__(self, *, alpha: float = 0.2, **options) -> None:
         super().__init__(**options)
-        self.alpha = checks.positive("alpha", alpha)
+        self.alpha = checks.positive("augment.alpha", alpha)
 
     def draw_lam(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """Partners ``[B]`` and λ ``[B]`` of one batch (CPU tensors)."""

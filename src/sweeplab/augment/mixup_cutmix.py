@@ -11,9 +11,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sweeplab.augment import checks
-from sweeplab.augment.base import MixedBatch, Mixer, blend, sample_beta
+from sweeplab import checks
+from sweeplab.augment.base import Mixer, blend, sample_beta
+from sweeplab.augment.batch import MixedBatch
 from sweeplab.augment.boxes import box_area_fraction, box_masks
+from sweeplab.augment.checks import optional_scale_range
 from sweeplab.augment.cutmix import draw_cutmix_boxes
 
 
@@ -37,10 +39,10 @@ class MixupCutMix(Mixer):
         **options,
     ) -> None:
         super().__init__(**options)
-        self.mixup_alpha = checks.positive("mixup_alpha", mixup_alpha)
-        self.cutmix_alpha = checks.positive("cutmix_alpha", cutmix_alpha)
-        self.switch_prob = checks.probability("switch_prob", switch_prob)
-        self.minmax = checks.optional_scale_range("minmax", minmax)
+        self.mixup_alpha = checks.positive("augment.mixup_alpha", mixup_alpha)
+        self.cutmix_alpha = checks.positive("augment.cutmix_alpha", cutmix_alpha)
+        self.switch_prob = checks.probability("augment.switch_prob", switch_prob)
+        self.minmax = optional_scale_range("augment.minmax", minmax)
 
     def mix_batch(self, x: Tensor, y: Tensor, generator: torch.Generator) -> MixedBatch:
         batch, _, height, width = x.shape

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sweeplab.augment.base import MixedBatch, Mixer, step_seed
+from sweeplab.augment.base import Mixer, step_seed
+from sweeplab.augment.batch import MixedBatch
 from sweeplab.files import atomic_write_bytes
 
 PREVIEW_FILE = Path("plots") / "mixed_samples.png"

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sweeplab.augment import checks
-from sweeplab.augment.base import MixedBatch
+from sweeplab import checks
+from sweeplab.augment.batch import MixedBatch
 from sweeplab.augment.losses import MixLoss
 from sweeplab.augment.mixup import Mixup
 
@@ -27,7 +27,7 @@ class RegMixup(Mixup):
     """
 
     def __init__(self, *, alpha: float = 20.0, mixed_weight: float = 1.0, **options) -> None:
-        self.mixed_weight = checks.positive("mixed_weight", mixed_weight)
+        self.mixed_weight = checks.positive("augment.mixed_weight", mixed_weight)
         super().__init__(alpha=alpha, **options)
 
     def make_loss(self, decoupled_weight: float) -> MixLoss:

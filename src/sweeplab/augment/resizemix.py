@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sweeplab.augment import checks
-from sweeplab.augment.base import MixedBatch, Mixer
+from sweeplab.augment.base import Mixer
+from sweeplab.augment.batch import MixedBatch
 from sweeplab.augment.boxes import box_area_fraction, box_masks, placed_boxes, side_range
+from sweeplab.augment.checks import scale_range
 
 
 def resize_into_boxes(images: Tensor, boxes: Tensor) -> Tensor:
@@ -51,7 +52,7 @@ class ResizeMix(Mixer):
 
     def __init__(self, *, scale: tuple[float, float] = (0.1, 0.8), **options) -> None:
         super().__init__(**options)
-        self.scale = checks.scale_range("scale", scale)
+        self.scale = scale_range("augment.scale", scale)
 
     def draw_boxes(self, count: int, height: int, width: int, generator: torch.Generator) -> Tensor:
         """Patch boxes ``[n, 4]`` with sides ``τ · side`` rounded into the scale range."""

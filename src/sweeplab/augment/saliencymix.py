@@ -14,8 +14,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sweeplab.augment import checks
-from sweeplab.augment.base import MixedBatch, Mixer, sample_beta
+from sweeplab import checks
+from sweeplab.augment.base import Mixer, sample_beta
+from sweeplab.augment.batch import MixedBatch
 from sweeplab.augment.boxes import box_area_fraction, box_masks, centred_boxes
 from sweeplab.augment.saliency import saliency_peaks
 
@@ -29,7 +30,7 @@ class SaliencyMix(Mixer):
 
     def __init__(self, *, alpha: float = 1.0, **options) -> None:
         super().__init__(**options)
-        self.alpha = checks.positive("alpha", alpha)
+        self.alpha = checks.positive("augment.alpha", alpha)
 
     def mix_batch(self, x: Tensor, y: Tensor, generator: torch.Generator) -> MixedBatch:
         batch, _, height, width = x.shape

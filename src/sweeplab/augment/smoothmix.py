@@ -12,8 +12,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sweeplab.augment import checks
-from sweeplab.augment.base import MixedBatch, Mixer, blend
+from sweeplab.augment.base import Mixer, blend
+from sweeplab.augment.batch import MixedBatch
+from sweeplab.augment.checks import scale_range
 
 
 def gaussian_masks(rows: Tensor, cols: Tensor, sigmas: Tensor, height: int, width: int) -> Tensor:
@@ -36,7 +37,7 @@ class SmoothMix(Mixer):
 
     def __init__(self, *, sigma: tuple[float, float] = (0.25, 0.5), **options) -> None:
         super().__init__(**options)
-        self.sigma = checks.scale_range("sigma", sigma)
+        self.sigma = scale_range("augment.sigma", sigma)
 
     def mix_batch(self, x: Tensor, y: Tensor, generator: torch.Generator) -> MixedBatch:
         batch, _, height, width = x.shape

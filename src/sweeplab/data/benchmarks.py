@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sweeplab.data import checks
+from sweeplab import checks
 from sweeplab.data.datamodule import InMemoryDataModule, SourceData
-from sweeplab.data.image_folders import is_archive, load_image_folder, missing_root_error
+from sweeplab.data.folder_archives import is_archive, load_image_folder, missing_root_error
 from sweeplab.data.torchvision_sets import TORCHVISION_DATASETS, load_torchvision_split
 
 SOURCES = ("archive", "torchvision")
@@ -42,13 +42,13 @@ class BenchmarkDataModule(InMemoryDataModule):
         name: str | None = None,
         **kwargs: Any,
     ) -> None:
-        spec = TORCHVISION_DATASETS[checks.one_of("dataset", dataset, TORCHVISION_DATASETS)]
+        spec = TORCHVISION_DATASETS[checks.one_of("data.dataset", dataset, TORCHVISION_DATASETS)]
         super().__init__(name=name or dataset, channels=spec.channels, **kwargs)
         self.dataset = dataset
         self.spec = spec
-        self.source = checks.one_of("source", source, SOURCES)
+        self.source = checks.one_of("data.source", source, SOURCES)
         self.root = Path(str(root)).expanduser()
-        self.download = checks.boolean("download", download)
+        self.download = checks.boolean("data.download", download)
         self._check_num_classes(self.spec.num_classes)
 
     def load_source(self) -> SourceData:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
-from sweeplab.data.image_folders import quiet_codec_deprecation
+from sweeplab.data.folder_archives import quiet_codec_deprecation
 from sweeplab.data.splits import derive_seed
 
 SEVERITIES = (1, 2, 3, 4, 5)

@@ -19,7 +19,8 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from sweeplab.data import checks
+from sweeplab import checks
+from sweeplab.data import checks as data_checks
 from sweeplab.data.loaders import (
     EPOCH_SEED_STRIDE,
     EpochBatchPlan,
@@ -97,23 +98,25 @@ class InMemoryDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.name = str(name)
-        self.seed = checks.seed("seed", seed)
-        self.channels = checks.positive_int("channels", channels)
-        self.batch_size = checks.positive_int("batch_size", batch_size)
-        self.eval_batch_size = checks.positive_int("eval_batch_size", eval_batch_size)
-        self.val_fraction = checks.open_fraction("val_fraction", val_fraction)
+        self.seed = checks.seed("data.seed", seed)
+        self.channels = checks.positive_int("data.channels", channels)
+        self.batch_size = checks.positive_int("data.batch_size", batch_size)
+        self.eval_batch_size = checks.positive_int("data.eval_batch_size", eval_batch_size)
+        self.val_fraction = checks.open_fraction("data.val_fraction", val_fraction)
         self.train_subset = (
-            None if train_subset is None else checks.positive_int("train_subset", train_subset)
+            None if train_subset is None else checks.positive_int("data.train_subset", train_subset)
         )
-        self.held_out_classes = checks.class_list("held_out_classes", held_out_classes)
+        self.held_out_classes = data_checks.class_list("data.held_out_classes", held_out_classes)
         self.random_crop_padding = checks.non_negative_int(
-            "random_crop_padding", random_crop_padding
+            "data.random_crop_padding", random_crop_padding
         )
-        self.horizontal_flip = checks.boolean("horizontal_flip", horizontal_flip)
-        self.mean = checks.per_channel("mean", mean, self.channels, default=0.0)
-        self.std = checks.per_channel("std", std, self.channels, default=1.0, positive=True)
-        self.drop_last = checks.boolean("drop_last", drop_last)
-        self.num_workers = checks.non_negative_int("num_workers", num_workers)
+        self.horizontal_flip = checks.boolean("data.horizontal_flip", horizontal_flip)
+        self.mean = data_checks.per_channel("data.mean", mean, self.channels, default=0.0)
+        self.std = data_checks.per_channel(
+            "data.std", std, self.channels, default=1.0, positive=True
+        )
+        self.drop_last = checks.boolean("data.drop_last", drop_last)
+        self.num_workers = checks.non_negative_int("data.num_workers", num_workers)
         self.cache_dir = None if cache_dir is None else str(cache_dir)
 
         self._augment_generator = torch.Generator()
@@ -133,7 +136,9 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     def _check_num_classes(self, num_classes: int) -> None:
         """Validate ``held_out_classes`` against the number of classes, as soon as known."""
-        checks.held_out_classes_within("held_out_classes", self.held_out_classes, num_classes)
+        data_checks.held_out_classes_within(
+            "data.held_out_classes", self.held_out_classes, num_classes
+        )
 
     def _take(self, source: SourceData, part: SplitPart) -> Any:
         """The images of one planned split; streaming subclasses return a dataset here."""

@@ -13,9 +13,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sweeplab.data import checks
+from sweeplab import checks
+from sweeplab.data import checks as data_checks
 from sweeplab.data.datamodule import SPLITS, InMemoryDataModule, SourceData
-from sweeplab.data.image_folders import (
+from sweeplab.data.folder_archives import (
     list_image_paths,
     load_image_folder,
     missing_root_error,
@@ -48,12 +49,11 @@ class ImageFolderDataModule(InMemoryDataModule):
         name: str = "imagefolder",
         **kwargs: Any,
     ) -> None:
-        if channels not in (1, 3):
-            raise ValueError(f"data.channels must be 1 or 3, got {channels!r}")
+        channels = data_checks.channels("data.channels", channels)
         super().__init__(name=name, channels=channels, **kwargs)
         self.root = Path(str(root)).expanduser()
-        self.image_size = checks.image_size("image_size", image_size)
-        self.in_memory = checks.boolean("in_memory", in_memory)
+        self.image_size = data_checks.image_size("data.image_size", image_size)
+        self.in_memory = checks.boolean("data.in_memory", in_memory)
         self._datasets: dict[str, SplitDataset] = {}
         self._held_out_dataset: SplitDataset | None = None
         self._held_out_val_dataset: SplitDataset | None = None

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,9 @@ from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
 from sweeplab import checks
+from sweeplab.data import checks as data_checks
 from sweeplab.data.corruptions import gaussian_filter
-from sweeplab.data.image_folders import SPLIT_DIR_NAMES, is_archive, load_image_folder
+from sweeplab.data.folder_archives import SPLIT_DIR_NAMES, is_archive, load_image_folder
 from sweeplab.data.splits import derive_seed
 from sweeplab.data.torchvision_sets import TORCHVISION_DATASETS, load_torchvision_split
 
@@ -30,6 +30,14 @@ log = logging.getLogger(__name__)
 
 GROUPS = ("near", "far")
 PARTS = ("val", "test")
+
+
+def option_key(name: str | None, option: str) -> str:
+    """The config key of a set's option: ``eval.ood.sets.<name>.<option>``.
+
+    A set built without a name (outside a config) has no key; its option goes by its bare name.
+    """
+    return option if name is None else f"eval.ood.sets.{name}.{option}"
 
 
 def adapt_images(images: Tensor, shape: tuple[int, int, int], name: str) -> Tensor:
@@ -78,8 +86,7 @@ class OODSet:
 
     def __init__(self, group: str, name: str | None = None) -> None:
         self.name = str(name) if name is not None else self.default_name
-        key = f"eval.ood.sets.{name}.group" if name is not None else "group"
-        self.group = checks.one_of(key, group, GROUPS)
+        self.group = checks.one_of(option_key(name, "group"), group, GROUPS)
 
     def load(self, datamodule: Any, split: str) -> Tensor | None:
         """uint8 ``[N, C, H, W]`` images in ``datamodule.image_shape``, or ``None`` (no
@@ -151,14 +158,16 @@ class SyntheticNoise(OODSet):
         seed: int = 0,
         name: str | None = None,
     ) -> None:
-        self.kind = checks.one_of("kind", kind, self.KINDS)
+        self.kind = checks.one_of(option_key(name, "kind"), kind, self.KINDS)
         self.default_name = f"{self.kind}_noise"
         super().__init__(group, name)
-        self.count = checks.positive_int("count", count)
+        self.count = checks.positive_int(option_key(name, "count"), count)
         self.val_count = (
-            self.count if val_count is None else checks.non_negative_int("val_count", val_count)
+            self.count
+            if val_count is None
+            else checks.non_negative_int(option_key(name, "val_count"), val_count)
         )
-        self.seed = checks.non_negative_int("seed", seed)
+        self.seed = checks.non_negative_int(option_key(name, "seed"), seed)
 
     def _images(self, datamodule: Any, split: str) -> Tensor | None:
         count = self.count if split == "test" else self.val_count
@@ -208,12 +217,18 @@ class SampledSet(OODSet):
         name: str | None = None,
     ) -> None:
         super().__init__(group, name)
-        self.split = SPLIT_DIR_NAMES[checks.one_of("split", split, SPLIT_DIR_NAMES)]
-        self.count = None if count is None else checks.positive_int("count", count)
-        self.val_count = (
-            None if val_count is None else checks.non_negative_int("val_count", val_count)
+        self.split = SPLIT_DIR_NAMES[
+            checks.one_of(option_key(name, "split"), split, SPLIT_DIR_NAMES)
+        ]
+        self.count = (
+            None if count is None else checks.positive_int(option_key(name, "count"), count)
         )
-        self.seed = checks.non_negative_int("seed", seed)
+        self.val_count = (
+            None
+            if val_count is None
+            else checks.non_negative_int(option_key(name, "val_count"), val_count)
+        )
+        self.seed = checks.non_negative_int(option_key(name, "seed"), seed)
         self._parts: dict[str, Tensor | None] | None = None
 
     def _pools(self) -> dict[str, Tensor]:
@@ -260,7 +275,7 @@ class ImageFolderSet(SampledSet):
     """Images from an image folder or ``.tar.gz`` archive, read like ``data=imagefolder``.
 
     The layout is ``[<top>/][<split>/]<class>/<image>`` (see
-    :mod:`sweeplab.data.image_folders`); class labels are ignored. The folder is decoded
+    :mod:`sweeplab.data.folder_archives`); class labels are ignored. The folder is decoded
     once and cached under ``cache_dir``, sharing the cache of a data module that reads the
     same archive with the same channels.
 
@@ -287,10 +302,8 @@ class ImageFolderSet(SampledSet):
         self.root = Path(str(root)).expanduser()
         self.default_name = self.root.name
         super().__init__(group, name=name, **kwargs)
-        if channels not in (1, 3) or isinstance(channels, bool):
-            raise ValueError(f"channels must be 1 or 3, got {channels!r}")
-        self.channels = int(channels)
-        self.image_size = _image_size(image_size)
+        self.channels = data_checks.channels(option_key(name, "channels"), channels)
+        self.image_size = data_checks.image_size(option_key(name, "image_size"), image_size)
         self.cache_dir = None if cache_dir is None else str(cache_dir)
 
     def _pools(self) -> dict[str, Tensor]:
@@ -330,13 +343,15 @@ class TorchvisionSet(SampledSet):
         name: str | None = None,
         **kwargs: Any,
     ) -> None:
-        self.spec = TORCHVISION_DATASETS[checks.one_of("dataset", dataset, TORCHVISION_DATASETS)]
+        self.spec = TORCHVISION_DATASETS[
+            checks.one_of(option_key(name, "dataset"), dataset, TORCHVISION_DATASETS)
+        ]
         self.dataset = dataset
         self.default_name = dataset
         super().__init__(group, name=name, **kwargs)
         root_path = Path(str(root)).expanduser()
         self.root = root_path.parent if is_archive(root_path) else root_path
-        self.download = checks.boolean("download", download)
+        self.download = checks.boolean(option_key(name, "download"), download)
 
     def _pools(self) -> dict[str, Tensor]:
         pools = {}
@@ -351,16 +366,3 @@ class TorchvisionSet(SampledSet):
                 ) from error
             pools[pool] = images
         return pools
-
-
-def _image_size(value: Any) -> tuple[int, int] | None:
-    """``None``, an int ``S`` (→ ``(S, S)``) or a pair ``[H, W]``."""
-    if value is None:
-        return None
-    if checks.is_int(value):
-        side = checks.positive_int("image_size", value)
-        return side, side
-    pair = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else []
-    if len(pair) == 2 and all(checks.is_int(v) and v >= 1 for v in pair):
-        return int(pair[0]), int(pair[1])
-    raise ValueError(f"image_size must be a positive integer or a pair [H, W], got {value!r}")

@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 
-from sweeplab.data.image_folders import (
+from sweeplab.data.folder_archives import (
     decode_image_bytes,
     is_image_path,
     quiet_codec_deprecation,

@@ -12,7 +12,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sweeplab.data import checks
+from sweeplab import checks
+from sweeplab.data import checks as data_checks
 from sweeplab.data.datamodule import InMemoryDataModule, SourceData
 from sweeplab.data.splits import derive_seed
 
@@ -56,14 +57,12 @@ class SyntheticDataModule(InMemoryDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(name=name, channels=channels, **kwargs)
-        self.num_train = checks.positive_int("num_train", num_train)
-        self.num_test = checks.positive_int("num_test", num_test)
-        self.num_source_classes = checks.positive_int("num_classes", num_classes)
-        self.image_size = checks.image_size("image_size", image_size)
-        if not isinstance(noise_std, int | float) or isinstance(noise_std, bool) or noise_std < 0:
-            raise ValueError(f"data.noise_std must be a non-negative number, got {noise_std!r}")
-        self.noise_std = float(noise_std)
-        self.data_seed = checks.seed("data_seed", data_seed)
+        self.num_train = checks.positive_int("data.num_train", num_train)
+        self.num_test = checks.positive_int("data.num_test", num_test)
+        self.num_source_classes = checks.positive_int("data.num_classes", num_classes)
+        self.image_size = data_checks.image_size("data.image_size", image_size)
+        self.noise_std = checks.non_negative("data.noise_std", noise_std)
+        self.data_seed = checks.seed("data.data_seed", data_seed)
         self._check_num_classes(self.num_source_classes)
 
     def load_source(self) -> SourceData:

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import nn
 
-from sweeplab.models import checks
+from sweeplab import checks
 
 
 class Backbone(nn.Module, ABC):

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from sweeplab.models import checks
+from sweeplab import checks
 from sweeplab.models.backbone import Backbone
 
 
@@ -36,7 +36,7 @@ class MLP(Backbone):
             num_classes=num_classes, in_chans=in_chans, image_size=image_size, name=name
         )
         hidden = checks.positive_int_list("backbone.hidden", hidden, allow_empty=True)
-        dropout = checks.probability("backbone.dropout", dropout)
+        dropout = checks.fraction_below_one("backbone.dropout", dropout)
 
         width = self.in_chans * self.image_size * self.image_size
         layers: list[nn.Module] = [nn.Flatten(1)]

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from sweeplab.models import checks
+from sweeplab import checks
 from sweeplab.models.backbone import Backbone
 
 

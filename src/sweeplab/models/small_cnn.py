@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from sweeplab.models import checks
+from sweeplab import checks
 from sweeplab.models.backbone import Backbone
 
 MIN_POOL_SIZE = 4  # a map smaller than this is not halved again
@@ -46,7 +46,7 @@ class SmallCNN(Backbone):
             num_classes=num_classes, in_chans=in_chans, image_size=image_size, name=name
         )
         widths = checks.positive_int_list("backbone.widths", widths)
-        dropout = checks.probability("backbone.dropout", dropout)
+        dropout = checks.fraction_below_one("backbone.dropout", dropout)
 
         layers: list[nn.Module] = []
         chans, size = self.in_chans, self.image_size

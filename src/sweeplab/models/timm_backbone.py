@@ -23,7 +23,7 @@ import timm
 import torch
 from torch import nn
 
-from sweeplab.models import checks
+from sweeplab import checks
 from sweeplab.models.backbone import Backbone
 
 # Set from the data, never from backbone.model_kwargs.
