@@ -29,14 +29,47 @@ def run(make_cfg, store: Path, *overrides: str):
     return execute(cfg, run_dir_of(store, cfg), list(overrides))
 
 
-def test_default_run_end_to_end(make_cfg, store):
-    """The embedded default as `make train` runs it, with its own accuracy bar."""
+# The embedded default's run id and metrics, trained on one thread (thread counts change
+# float sums). A change to the runner or a regime's plumbing must leave them as they are.
+DEFAULT_RUN_ID = "eae0f23e5aaf"
+DEFAULT_METRICS = {
+    "test/cls/acc": 1.0,
+    "test/cls/nll": 0.011052691728752275,
+    "test/cls/brier": 0.003726238782578726,
+    "val/cls/acc": 0.9913793103448276,
+    "val/cls/nll": 0.013445751316229885,
+    "test/cal/ece": 0.009564614043266903,
+    "test/cal/ece_ts": 0.0028610618452283854,
+    "ood/near/energy/auroc": 0.9921752738654148,
+    "ood/far/energy/auroc": 0.9997430555555556,
+    "ood/near/knn/auroc": 0.9940825508607198,
+    "ood/near/vim/auroc": 0.9862578247261345,
+    "ood/near/react/auroc": 0.9903658059467919,
+    "ood/near/odin/auroc": 0.9912949921752738,
+    "ood/near/mahalanobis/auroc": 0.9825410798122065,
+    "shift/mean/acc": 0.8850694444444445,
+}
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_default_run_end_to_end(make_cfg, store, one_thread):
+    """The embedded default as `make train` runs it: its pinned id and metrics, and its files."""
+    assert compute_run_id(compose_config()) == DEFAULT_RUN_ID
     outcome = run(make_cfg, store)
     assert outcome.status == "complete", outcome.error
     record = read_record(outcome.run_dir)
     assert record["status"] == "complete" and record["error"] is None
+    assert record["run_id"] == DEFAULT_RUN_ID
     metrics = record["metrics"]
-    assert metrics["test/cls/acc"] >= 0.95
+    assert {k: metrics[k] for k in DEFAULT_METRICS} == pytest.approx(DEFAULT_METRICS, abs=1e-6)
+    assert record["model_input"] == {"image_shape": [1, 8, 8], "num_classes": 8}
     assert 0 < metrics["test/cls/nll"] < 0.5
     assert 0 <= metrics["test/cls/brier"] < 0.2
     assert metrics["perf/train_samples_per_s"] > 0

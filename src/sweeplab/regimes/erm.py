@@ -53,6 +53,6 @@ class ERM(Regime):
         return self(x).unsqueeze(1)
 
     def predict_eval(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Logits ``[B, 1, C]`` and pooled features ``[B, D]`` (one member)."""
+        """Logits ``[B, 1, C]`` and pooled features ``[B, 1, D]``."""
         features = self.backbone.features(x)
-        return self.backbone.head(features).unsqueeze(1), features
+        return self.backbone.head(features).unsqueeze(1), features.unsqueeze(1)
