@@ -327,11 +327,16 @@ def test_missing_store_explains_how_to_start(tmp_path, capsys):
     assert code == 0 and json.loads(out) == [] and "sweeplab train" in err
 
 
-def test_runs_dir_defaults_to_env_then_cwd(store, tmp_path, capsys, monkeypatch):
+def test_runs_dir_defaults_to_env_then_home_then_cwd(store, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SWEEPLAB_RUNS_DIR", str(store))
+    monkeypatch.setenv("SWEEPLAB_HOME", str(tmp_path / "elsewhere"))
     _, out, _ = _main(capsys)
     assert "6 runs" in out
     monkeypatch.delenv("SWEEPLAB_RUNS_DIR")
+    monkeypatch.setenv("SWEEPLAB_HOME", str(store.parent))
+    _, out, _ = _main(capsys)
+    assert f"6 runs (in {store})" in out
+    monkeypatch.delenv("SWEEPLAB_HOME")
     monkeypatch.chdir(store.parent)
     _, out, _ = _main(capsys)
     assert "6 runs (in runs)" in out

@@ -15,7 +15,9 @@ import os
 import sys
 import warnings
 
-USAGE = """usage: sweeplab <command> [args…]
+from sweeplab.tracking.layout import RUNS_DIR_RULE
+
+USAGE = f"""usage: sweeplab <command> [args…]
 
 commands:
   train [overrides…]     train and evaluate one run (with -m: a sweep over overrides)
@@ -27,6 +29,9 @@ commands:
   table SPEC [--launch]  render a paper table spec, launching missing runs (sweeplab table --help)
 
   sweeplab train --help  shows the config groups and their options
+
+The run store every command reads and writes: --runs-dir (for train and eval:
+paths.runs_dir=…), else {RUNS_DIR_RULE}.
 """
 
 

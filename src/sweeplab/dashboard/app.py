@@ -10,7 +10,6 @@ Launch it with ``sweeplab dashboard``; this file is the script Streamlit runs.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import threading
 from pathlib import Path
@@ -21,8 +20,7 @@ import streamlit as st
 
 from sweeplab.dashboard import tables
 from sweeplab.dashboard.index import StoreIndex
-from sweeplab.tracking.csv_logger import METRICS_FILE
-from sweeplab.tracking.runs_cli import DEFAULT_RUNS_DIR, RUNS_DIR_ENV
+from sweeplab.tracking import layout
 from sweeplab.tracking.store import RUN_STATUSES, RunEntry, filter_runs
 
 PAGES = ("Runs", "Run", "Compare", "Tables")
@@ -35,14 +33,14 @@ SEEDS = "recipe (average over seeds)"
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs-dir", default=os.environ.get(RUNS_DIR_ENV) or DEFAULT_RUNS_DIR)
+    parser.add_argument("--runs-dir", default=None)
     parser.add_argument("--experiments-dir", default="experiments")
     args, _ = parser.parse_known_args(sys.argv[1:])
     return args
 
 
 def _runs_dir() -> Path:
-    return Path(_arguments().runs_dir).resolve()
+    return layout.runs_dir(_arguments().runs_dir).resolve()
 
 
 @st.cache_resource
@@ -69,7 +67,7 @@ def _cached_reliability(run_dir: str, mtime_ns: int) -> dict[str, pd.DataFrame]:
 
 def curves_of(run_dir: Path) -> pd.DataFrame:
     """A run's learning curves, reread only when its metrics.csv changed."""
-    return _cached_curves(str(run_dir), _mtime_ns(run_dir / METRICS_FILE))
+    return _cached_curves(str(run_dir), _mtime_ns(run_dir / layout.METRICS_FILE))
 
 
 def reliability_of(run_dir: Path) -> dict[str, pd.DataFrame]:

@@ -12,7 +12,7 @@ import os
 import threading
 from pathlib import Path
 
-from sweeplab.tracking.record import RECORD_FILE
+from sweeplab.tracking.layout import RECORD_FILE
 from sweeplab.tracking.store import RunEntry, created_at, read_entry
 
 Signature = tuple[int, int] | None

@@ -13,7 +13,7 @@ import socket
 import sys
 from pathlib import Path
 
-from sweeplab.tracking.runs_cli import DEFAULT_RUNS_DIR, RUNS_DIR_ENV
+from sweeplab.tracking import layout
 
 DEFAULT_PORT = 8501
 APP = Path(__file__).with_name("app.py")
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and comparisons across runs.",
     )
     parser.add_argument(
-        "--runs-dir", default=None, help=f"run store (default: ${RUNS_DIR_ENV} or ./runs)"
+        "--runs-dir", default=None, help=f"run store (default: {layout.RUNS_DIR_RULE})"
     )
     parser.add_argument(
         "--experiments-dir",
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
-    runs_dir = Path(args.runs_dir or os.environ.get(RUNS_DIR_ENV) or DEFAULT_RUNS_DIR).resolve()
+    runs_dir = layout.runs_dir(args.runs_dir).resolve()
     if port_in_use(args.host, args.port):
         print(
             f"sweeplab dashboard: port {args.port} on {args.host} is already in use; "

@@ -14,7 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from sweeplab.tracking.csv_logger import METRICS_FILE, read_metrics_csv
+from sweeplab.tracking.layout import METRICS_FILE, PLOTS_DIR
+from sweeplab.tracking.metrics_csv import read_metrics_csv
 from sweeplab.tracking.store import MISSING, RunEntry, config_value
 
 # The metrics the runs table shows when some listed run has them.
@@ -27,7 +28,7 @@ KEY_METRICS = (
     "shift/mean/acc",
 )
 SEED_KEY = "seed"
-RELIABILITY_FILE = "plots/reliability_test.json"
+RELIABILITY_FILE = f"{PLOTS_DIR}/reliability_test.json"
 
 
 # --------------------------------------------------------------------------- overrides
@@ -179,7 +180,7 @@ def reliability(run_dir: Path) -> dict[str, pd.DataFrame]:
 
 
 def pictures(run_dir: Path) -> list[Path]:
-    return sorted((Path(run_dir) / "plots").glob("*.png"))
+    return sorted((Path(run_dir) / PLOTS_DIR).glob("*.png"))
 
 
 # --------------------------------------------------------------------------- groups

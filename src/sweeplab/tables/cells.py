@@ -21,11 +21,14 @@ from omegaconf import DictConfig
 
 from sweeplab.configs import config_dir
 from sweeplab.tables.spec import Column, Entry, Override, SpecError, TableSpec
+from sweeplab.tracking import layout
 from sweeplab.tracking.identity import compute_run_id, register_resolvers
 from sweeplab.tracking.record import CorruptRecordError, read_record
+from sweeplab.tracking.store import UNREADABLE
 
 MISSING_RUN = "missing"
-UNREADABLE_RUN = "unreadable"
+# Overrides that move the run store for ``sweeplab train``, and so for the table too.
+STORE_KEYS = ("paths.runs_dir", "paths.root_dir")
 
 
 class Composer:
@@ -137,7 +140,7 @@ def _read_slot(slot: RunSlot) -> None:
     try:
         record = read_record(slot.run_dir)
     except (CorruptRecordError, OSError) as exc:  # shown as a reason, never as a value
-        slot.status, slot.metrics, slot.error = UNREADABLE_RUN, {}, str(exc)
+        slot.status, slot.metrics, slot.error = UNREADABLE, {}, str(exc)
         return
     if record is None:
         slot.status, slot.metrics, slot.error = MISSING_RUN, {}, None
@@ -186,11 +189,19 @@ def _compose_checked(
         ) from None
 
 
+def _moves_store(override: Override) -> bool:
+    key = override.text.partition("=")[0].strip().lstrip("+~")
+    return key in STORE_KEYS
+
+
 def default_runs_dir(spec: TableSpec, composer: Composer | None = None) -> Path:
-    """``paths.runs_dir`` of the base config: where ``sweeplab train`` puts these runs."""
-    composer = composer or Composer()
-    cfg = _compose_checked(spec, composer, spec.base, spec.seeds[0])
-    return Path(str(cfg.paths.runs_dir))
+    """Where ``sweeplab train`` puts these runs: the store of :func:`layout.runs_dir`,
+    unless the base overrides move it (``paths.runs_dir=``, ``paths.root_dir=``), in which
+    case ``paths.runs_dir`` of the composed base config, as training composes it."""
+    if not any(_moves_store(o) for o in spec.base):
+        return layout.runs_dir()
+    cfg = _compose_checked(spec, composer or Composer(), spec.base, spec.seeds[0])
+    return layout.runs_dir(str(cfg.paths.runs_dir))
 
 
 def resolve(

@@ -18,6 +18,7 @@ from sweeplab.tables.cells import RunGroup, Table, resolve
 from sweeplab.tables.compare import render_comparison
 from sweeplab.tables.render import FORMATS, render
 from sweeplab.tables.spec import SpecError, load_spec
+from sweeplab.tracking import layout
 
 LAUNCHERS = ("local", "joblib", "slurm", "ray")
 
@@ -46,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--runs-dir",
         type=Path,
         default=None,
-        help="run store (default: paths.runs_dir of the composed config: ./runs or $SWEEPLAB_HOME/runs)",
+        help="run store (default: where `sweeplab train` puts these runs: paths.runs_dir= "
+        f"if the overrides give it, else {layout.RUNS_DIR_RULE}; paths.root_dir= stands in "
+        f"for ${layout.HOME_ENV})",
     )
     parser.add_argument(
         "--compare",

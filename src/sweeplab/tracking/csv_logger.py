@@ -19,30 +19,9 @@ from pytorch_lightning.loggers.logger import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
 from sweeplab.files import atomic_write_text
+from sweeplab.tracking.metrics_csv import LEADING, METRICS_FILE, read_metrics_csv
 
-METRICS_FILE = "metrics.csv"
-_LEADING = ("epoch", "step")
-
-
-def read_metrics_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of a metrics file with numbers parsed; empty cells are dropped."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    rows = []
-    with path.open(newline="", encoding="utf-8") as handle:
-        for raw in csv.DictReader(handle):
-            row = {}
-            for key, value in raw.items():
-                if value in (None, ""):
-                    continue
-                try:
-                    number = float(value)
-                    row[key] = int(number) if key in _LEADING else number
-                except ValueError:
-                    row[key] = value
-            rows.append(row)
-    return rows
+__all__ = ["METRICS_FILE", "RunCSVLogger", "read_metrics_csv"]
 
 
 class RunCSVLogger(Logger):
@@ -103,8 +82,8 @@ class RunCSVLogger(Logger):
         self._write()
 
     def _write(self) -> None:
-        keys = sorted({key for row in self.rows for key in row} - set(_LEADING))
-        fields = [key for key in _LEADING if any(key in row for row in self.rows)] + keys
+        keys = sorted({key for row in self.rows for key in row} - set(LEADING))
+        fields = [key for key in LEADING if any(key in row for row in self.rows)] + keys
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
         writer.writeheader()

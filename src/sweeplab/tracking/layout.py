@@ -33,6 +33,8 @@ PLOTS_DIR = "plots"
 RUNS_DIR_ENV = "SWEEPLAB_RUNS_DIR"
 HOME_ENV = "SWEEPLAB_HOME"
 DEFAULT_RUNS_DIR = "runs"
+# The rule in words, for every command's ``--runs-dir`` help.
+RUNS_DIR_RULE = f"${RUNS_DIR_ENV}, else ${HOME_ENV}/{DEFAULT_RUNS_DIR}, else ./{DEFAULT_RUNS_DIR}"
 
 
 def runs_dir(explicit: str | os.PathLike | None = None) -> Path:

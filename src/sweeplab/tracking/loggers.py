@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sweeplab.tracking.csv_logger import RunCSVLogger
+from sweeplab.tracking.layout import CHECKPOINT_DIR
 
 log = logging.getLogger(__name__)
 # Marks a W&B logger whose run logs its checkpoints itself when it closes.
@@ -148,7 +149,7 @@ def log_checkpoints(experiment: Any, run_dir: Path) -> None:
     """Add the run's checkpoints to the W&B run as one ``model`` artifact."""
     import wandb
 
-    paths = sorted((run_dir / "checkpoints").glob("*.ckpt"))
+    paths = sorted((run_dir / CHECKPOINT_DIR).glob("*.ckpt"))
     if not paths:
         return
     artifact = wandb.Artifact(f"model-{experiment.id}", type="model")

@@ -14,9 +14,20 @@ from pathlib import Path
 from typing import Any
 
 from sweeplab.files import atomic_write_text
+from sweeplab.tracking.layout import RECORD_FILE
+
+__all__ = [
+    "RECORD_FILE",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "CorruptRecordError",
+    "new_record",
+    "now_iso",
+    "read_record",
+    "write_record",
+]
 
 SCHEMA_VERSION = 1
-RECORD_FILE = "record.json"
 STATUSES = ("running", "complete", "failed")
 
 

@@ -20,11 +20,10 @@ from typing import Any
 
 from tabulate import tabulate
 
+from sweeplab.tracking import layout
 from sweeplab.tracking.store import RUN_STATUSES, RunEntry, filter_runs, scan_store
-from sweeplab.tracking.sweeps import OUTCOME_STATUSES, Sweep, scan_sweeps
+from sweeplab.tracking.sweeps import OUTCOME_STATUSES, SWEEPS_DIR, Sweep, scan_sweeps
 
-DEFAULT_RUNS_DIR = "runs"
-RUNS_DIR_ENV = "SWEEPLAB_RUNS_DIR"
 DEFAULT_METRICS = ("test/cls/acc", "test/cls/nll", "test/cls/brier", "val/cls/acc")
 OVERRIDES_WIDTH = 48
 NOTE_WIDTH = 60
@@ -40,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--runs-dir",
         default=None,
-        help=f"run store (default: ${RUNS_DIR_ENV} or ./{DEFAULT_RUNS_DIR})",
+        help=f"run store (default: {layout.RUNS_DIR_RULE})",
     )
     parser.add_argument("--status", choices=RUN_STATUSES, help="only runs with this status")
     parser.add_argument(
@@ -240,7 +239,7 @@ def list_sweeps(sweeps: Sequence[Sweep], runs_dir: Path, fmt: str) -> int:
         print(tabulate(table, headers=headers, tablefmt="simple", disable_numparse=True))
         print()
         noun = "sweep" if len(rows) == 1 else "sweeps"
-        where = runs_dir / "_sweeps"
+        where = runs_dir / SWEEPS_DIR
         print(f"{len(rows)} {noun} in {where} (list one: sweeplab runs --sweep NAME)")
     if not rows:
         print(
@@ -264,7 +263,7 @@ def _empty_message(runs_dir: Path) -> str:
     return (
         f"No runs: {where} {state}.\n"
         "Launch a first run with `sweeplab train` (add overrides, or -m for a sweep), "
-        f"or point --runs-dir / ${RUNS_DIR_ENV} at an existing run store."
+        f"or point --runs-dir, ${layout.RUNS_DIR_ENV} or ${layout.HOME_ENV} at an existing run store."
     )
 
 
@@ -275,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help (0) and on errors (2)
         return exc.code if isinstance(exc.code, int) else 2
-    runs_dir = Path(args.runs_dir or os.environ.get(RUNS_DIR_ENV) or DEFAULT_RUNS_DIR)
+    runs_dir = layout.runs_dir(args.runs_dir)
 
     if args.by_sweep:
         return list_sweeps(scan_sweeps(runs_dir), runs_dir, args.format)

@@ -19,12 +19,14 @@ from typing import Any
 
 import yaml
 
-from sweeplab.tracking.record import RECORD_FILE, STATUSES, CorruptRecordError, read_record
+from sweeplab.tracking.layout import CHECKPOINT_DIR, CONFIG_FILE, RECORD_FILE
+from sweeplab.tracking.record import STATUSES, CorruptRecordError, read_record
 
+# The status of a run whose record cannot be read; tables and listings share it.
 UNREADABLE = "unreadable"
 RUN_STATUSES = (*STATUSES, UNREADABLE)
 # What a run directory holds before (or without) its record: evidence it is a run.
-RUN_MARKERS = ("config.yaml", ".hydra", "checkpoints")
+RUN_MARKERS = (CONFIG_FILE, ".hydra", CHECKPOINT_DIR)
 # Record fields a ``key=value`` filter may name besides config keys.
 RECORD_KEYS = ("run_id", "name", "status")
 

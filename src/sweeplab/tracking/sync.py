@@ -15,8 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sweeplab.tracking import layout
 from sweeplab.tracking.loggers import wandb_api_key_found
-from sweeplab.tracking.runs_cli import DEFAULT_RUNS_DIR, RUNS_DIR_ENV
 from sweeplab.tracking.store import scan_store
 
 OFFLINE_GLOB = "wandb/offline-run-*"
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Upload the offline W&B runs found in a run store (wraps `wandb sync`).",
     )
     parser.add_argument(
-        "--runs-dir", default=None, help=f"run store (default: ${RUNS_DIR_ENV} or ./runs)"
+        "--runs-dir", default=None, help=f"run store (default: {layout.RUNS_DIR_RULE})"
     )
     parser.add_argument(
         "--all", action="store_true", help="also upload runs that were synced before"
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
-    runs_dir = Path(args.runs_dir or os.environ.get(RUNS_DIR_ENV) or DEFAULT_RUNS_DIR)
+    runs_dir = layout.runs_dir(args.runs_dir)
     paths = offline_runs(runs_dir, include_synced=args.all)
     if not paths:
         print(f"sweeplab sync: no offline W&B runs to upload in {runs_dir}.")
