@@ -29,6 +29,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from sweeplab.assembly import build_components
 from sweeplab.configs import config_dir
 from sweeplab.evaluation.passes import (
     EvalPasses,
@@ -38,7 +39,6 @@ from sweeplab.evaluation.passes import (
 )
 from sweeplab.evaluation.report import evaluate_cached
 from sweeplab.tracking.identity import register_resolvers
-from sweeplab.assembly import build_components
 
 WORKLOADS = {
     "digits": [],

@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+from sweeplab.assembly import build_components
 from sweeplab.configs import config_dir
 from sweeplab.tracking.identity import compute_run_id, register_resolvers
 from sweeplab.tracking.record import read_record
-from sweeplab.assembly import build_components
 from sweeplab.train import execute
 
 WORKLOADS = {

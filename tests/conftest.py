@@ -29,6 +29,13 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _no_store_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's own store, named in the environment, is never written by the tests."""
+    monkeypatch.delenv("SWEEPLAB_RUNS_DIR", raising=False)
+    monkeypatch.delenv("SWEEPLAB_HOME", raising=False)
+
+
 def compose_config(overrides: list[str] = (), return_hydra_config: bool = False) -> DictConfig:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):

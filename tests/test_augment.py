@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sweeplab.assembly import build_components
 from sweeplab.augment import (
     CutMix,
     FMix,
@@ -34,7 +35,6 @@ from sweeplab.models import MLP, CifarResNet, SmallCNN, TimmBackbone
 from sweeplab.regimes.erm import ERM
 from sweeplab.tracking.identity import compute_run_id
 from sweeplab.tracking.record import read_record
-from sweeplab.assembly import build_components
 from sweeplab.train import execute
 
 K = 5  # classes of the synthetic batches

@@ -137,6 +137,14 @@ def test_help_and_unknown_command(tmp_path):
     assert result.returncode == 2 and "unknown command" in result.stderr
 
 
+def test_train_help_lists_the_groups_and_the_registered_regimes(tmp_path):
+    result = run_cli(["train", "--help"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "regime: erm" in result.stdout  # Hydra's group listing
+    regimes = result.stdout.split("== Regimes (regime=<name>) ==")[1]
+    assert regimes.split()[0] == "erm" and "cross-entropy" in regimes
+
+
 @pytest.mark.timeout(600)
 def test_ddp_jobs_inside_a_sweep_give_one_record_each(tmp_path):
     """Lightning's DDP launcher restarts ``sys.argv`` for its other ranks; inside a Hydra

@@ -161,7 +161,14 @@ def _listed(root: Path, filters: list[str]) -> list[str]:
 
 @pytest.mark.parametrize(
     "filters",
-    [["name=digits_mlp"], ["seed=0"], ["backbone=small_cnn", "seed=0"], ["data=digits"]],
+    [
+        ["name=digits_mlp"],
+        ["seed=0"],
+        ["backbone=small_cnn", "seed=0"],
+        ["data=digits"],
+        ["name=digits_mlp", "seed=0,1,2"],
+        ["seed=1,0", "backbone=mlp,small_cnn"],
+    ],
 )
 def test_a_selector_picks_exactly_what_sweeplab_runs_lists(tmp_path, filters):
     root = _store(tmp_path)
@@ -177,3 +184,26 @@ def test_a_selector_that_matches_nothing_says_how_to_check(tmp_path):
     assert [r.run_id for r in select_runs("seed=2", root, status="failed")] == ["000000000002"]
     _one_line_error(lambda: select_runs("", root))
     _one_line_error(lambda: select_runs("seed", root))
+
+
+def test_comma_values_are_alternatives_outside_brackets():
+    from sweeplab.tracking.store import alternatives
+
+    assert alternatives("0,1,2") == ["0", "1", "2"]
+    assert alternatives("[8,16]") == ["[8,16]"]
+    assert alternatives("[8,16],[4]") == ["[8,16]", "[4]"]
+    assert alternatives("'a,b',c") == ["'a,b'", "c"]
+    assert alternatives("{k: 1, j: 2}") == ["{k: 1, j: 2}"]
+
+
+def test_a_list_override_is_matched_as_one_value(tmp_path):
+    root = tmp_path / "runs"
+    record = new_record(
+        "c" * 12, "n", {"backbone": {"widths": [8, 16]}}, ["backbone.widths=[8,16]"], {}
+    )
+    record["status"] = "complete"
+    write_record(root / "n" / ("c" * 12), record)
+    assert len(select_runs("backbone.widths=[8,16]", root)) == 1
+    assert len(select_runs("backbone.widths=[8,16],[4]", root)) == 1
+    with pytest.raises(RunError):
+        select_runs("backbone.widths=[8]", root)

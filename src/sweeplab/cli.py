@@ -43,10 +43,26 @@ def _train(args: list[str]) -> int:
     warnings.filterwarnings("ignore", message="(?s).*is validated against ConfigStore schema")
     sys.argv = [sys.argv[0], *args]
     sweeps.LAST_SWEEP = None
+    if "--help" in args or "-h" in args:
+        return _train_help()
     train.main()
     # A sweep's summary was printed by the SweepSummary callback; a failed job fails the command.
     sweep = sweeps.LAST_SWEEP
     return 1 if sweep is not None and sweep.failed else 0
+
+
+def _train_help() -> int:
+    """Hydra's help (groups, options, the composed config), then the registered regimes."""
+    from sweeplab import train
+    from sweeplab.regimes.registry import describe_regimes
+
+    try:
+        train.main()
+    except SystemExit as exit_:
+        if exit_.code not in (None, 0):
+            raise
+    print(f"\n== Regimes (regime=<name>) ==\n{describe_regimes()}")
+    return 0
 
 
 def _eval(args: list[str]) -> int:

@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sweeplab runs",
         description="List the runs in a run store, newest last.",
         epilog="Filters: key=value matches a run launched with that override or whose "
-        "resolved config has that value (e.g. seed=0 data=digits trainer.max_epochs=5).",
+        "resolved config has that value (e.g. seed=0 data=digits trainer.max_epochs=5); "
+        "seed=0,1,2 matches any of the values.",
     )
     parser.add_argument(
         "--runs-dir",

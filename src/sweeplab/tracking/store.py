@@ -263,13 +263,48 @@ def _normalise_override(text: str) -> str:
     return f"{key.strip().lstrip('+')}{sep}{value.strip()}"
 
 
+def alternatives(raw: str) -> list[str]:
+    """The values of ``a,b,c`` as a Hydra sweep writes them: split on commas outside
+    brackets and quotes (``[8,16]`` is one list value, ``0,1,2`` three values)."""
+    parts, depth, quote, start = [], 0, "", 0
+    for index, char in enumerate(raw):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{(":
+            depth += 1
+        elif char in "]})":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(raw[start:index].strip())
+            start = index + 1
+    return [*parts, raw[start:].strip()]
+
+
+def _holds(entry: RunEntry, key: str, raw: str, overrides: set[str], choices: Any) -> bool:
+    """Whether one ``key=raw`` value holds for the run (see :func:`matches`)."""
+    if f"{key}={raw}" in overrides:
+        return True
+    wanted = _parse_value(raw)
+    if key in RECORD_KEYS and _same(wanted, getattr(entry, key)):
+        return True
+    if isinstance(choices, dict) and key in choices and _same(wanted, choices[key]):
+        return True
+    actual = config_value(entry.config, key)
+    if isinstance(actual, dict) and "name" in actual and not isinstance(wanted, dict):
+        actual = actual["name"]
+    return actual is not MISSING and _same(wanted, actual)
+
+
 def matches(entry: RunEntry, filters: Iterable[str]) -> bool:
     """Whether the run satisfies every ``key=value`` filter.
 
     A filter holds when the run was launched with exactly that override, or when
     its resolved config has that value at the dotted key. A key naming a config
     group (a node with a ``name``, e.g. ``data=digits``) compares that name, so
-    runs that got the group by default are found too.
+    runs that got the group by default are found too. ``seed=0,1,2`` holds for any
+    of the three values, as the sweep ``-m seed=0,1,2`` made them.
     """
     filters = list(filters)
     if not filters:
@@ -280,17 +315,8 @@ def matches(entry: RunEntry, filters: Iterable[str]) -> bool:
     choices = entry.record.get("choices")  # Hydra's runtime choices, if the writer kept them
     for text in filters:
         key, raw = _split_filter(text)
-        if f"{key}={raw}" in overrides:
-            continue
-        wanted = _parse_value(raw)
-        if key in RECORD_KEYS and _same(wanted, getattr(entry, key)):
-            continue
-        if isinstance(choices, dict) and key in choices and _same(wanted, choices[key]):
-            continue
-        actual = config_value(entry.config, key)
-        if isinstance(actual, dict) and "name" in actual and not isinstance(wanted, dict):
-            actual = actual["name"]
-        if actual is MISSING or not _same(wanted, actual):
+        values = [raw] if f"{key}={raw}" in overrides else alternatives(raw)
+        if not any(_holds(entry, key, value, overrides, choices) for value in values):
             return False
     return True
 
