@@ -22,8 +22,9 @@ from torch import Tensor
 from sweeplab.augment.base import Mixer, step_seed
 from sweeplab.augment.batch import MixedBatch
 from sweeplab.files import atomic_write_bytes
+from sweeplab.tracking.layout import PLOTS_DIR
 
-PREVIEW_FILE = Path("plots") / "mixed_samples.png"
+PREVIEW_FILE = Path(PLOTS_DIR) / "mixed_samples.png"
 MAX_IMAGES = 16
 COLUMNS = 4
 LABELS_SHOWN = 2
