@@ -33,8 +33,9 @@ LOGIT_ONLY = ["msp", "maxlogit", "energy", "entropy", "odin"]
 def outputs_from_logits(logits: torch.Tensor, width: int = 4) -> EvalOutputs:
     """Outputs with the given logits ``[N, C]`` or members ``[N, M, C]``; features unused."""
     member_logits = logits if logits.ndim == 3 else logits[:, None]
-    n = member_logits.shape[0]
-    return EvalOutputs(member_logits, torch.zeros(n, width), torch.zeros(n, dtype=torch.long))
+    n, members, _ = member_logits.shape
+    features = torch.zeros(n, members, width)
+    return EvalOutputs(member_logits, features, torch.zeros(n, dtype=torch.long))
 
 
 def outputs_from_features(features: torch.Tensor, head: LinearHead, labels=None) -> EvalOutputs:
@@ -83,6 +84,8 @@ def test_registry_has_the_documented_detectors():
     assert set(NEEDS_FIT) == {"mahalanobis", "knn", "vim", "react", "ash"}
     assert set(NEEDS_HEAD) == {"react", "ash", "vim"}
     assert [name for name in ALL if DETECTORS[name].needs_model] == ["odin"]
+    assert {name for name in ALL if DETECTORS[name].needs_features} == set(NEEDS_FIT)
+    assert not any(DETECTORS[name].single_only or DETECTORS[name].ensemble_only for name in ALL)
     for name, cls in DETECTORS.items():
         assert cls.name == name
         assert isinstance(build_detector(name), cls)
@@ -137,27 +140,69 @@ def test_score_before_fit_says_what_to_fit(name):
     assert issubclass(NotFittedError, RuntimeError)
 
 
+def repeated_members(outputs: EvalOutputs, members: int) -> EvalOutputs:
+    """An ensemble of ``members`` copies of a single model."""
+    return EvalOutputs(
+        outputs.member_logits.repeat(1, members, 1),
+        outputs.features.repeat(1, members, 1),
+        outputs.labels,
+    )
+
+
 @pytest.mark.parametrize("name", NEEDS_HEAD)
-def test_head_detectors_need_a_head_and_a_single_model(name):
-    train, _, _, head = synthetic_problem()
+def test_head_detectors_need_one_head_per_member(name):
+    train, test, _, head = synthetic_problem()
     with pytest.raises(ValueError, match=rf"{name} needs the classifier head"):
         build_detector(name).fit(train)
-    ensemble = EvalOutputs(train.member_logits.repeat(1, 3, 1), train.features, train.labels)
-    with pytest.raises(ValueError, match=r"single models only.*M=3"):
+    ensemble = repeated_members(train, 3)
+    with pytest.raises(ValueError, match=r"got 1 heads for M=3 members"):
         build_detector(name).fit(ensemble, head)
     detector = build_detector(name).fit(train, head)
-    with pytest.raises(ValueError, match=r"single models only"):
+    with pytest.raises(ValueError, match=r"fitted on M=1 members, got M=3"):
         detector.score(ensemble)
     wrong = LinearHead(torch.zeros(5, 64), torch.zeros(5))
     with pytest.raises(ValueError, match=r"C=5 classes.*C=4"):
         build_detector(name).fit(train, wrong)
+    # three copies of one model, each with its head, score like the model itself
+    tripled = build_detector(name).fit(ensemble, [head] * 3).score(repeated_members(test, 3))
+    torch.testing.assert_close(tripled, detector.score(test), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", NEEDS_FIT)
+def test_feature_detectors_average_members_fitted_alone(name):
+    train, test, _, head = synthetic_problem()
+    other_train, other_test, _, other_head = synthetic_problem(seed=1)
+    g = torch.Generator().manual_seed(2)
+    rotation = torch.linalg.qr(torch.randn(64, 64, generator=g))[0]  # another feature space
+
+    def second(outputs: EvalOutputs, rotate: bool) -> EvalOutputs:
+        features = outputs.features[:, 0] @ rotation if rotate else outputs.features[:, 0]
+        return outputs_from_features(features.abs(), other_head, outputs.labels)
+
+    def pair(a: EvalOutputs, b: EvalOutputs) -> EvalOutputs:
+        return EvalOutputs(
+            torch.cat([a.member_logits, b.member_logits], dim=1),
+            torch.cat([a.features, b.features], dim=1),
+            a.labels,
+        )
+
+    first_fit, second_fit = train, second(other_train, True)
+    heads = [head, other_head]
+    detector = build_detector(name).fit(pair(first_fit, second_fit), heads)
+    scores = detector.score(pair(test, second(other_test, True)))
+    alone = [
+        fitted(name, first_fit, head).score(test),
+        fitted(name, second_fit, other_head).score(second(other_test, True)),
+    ]
+    torch.testing.assert_close(scores, (alone[0] + alone[1]) / 2, rtol=1e-12, atol=1e-12)
+    assert len(detector.members) == 2
 
 
 @pytest.mark.parametrize("name", NEEDS_FIT)
 def test_feature_width_must_match_the_fit(name):
     train, _, _, head = synthetic_problem()
     detector = fitted(name, train, head)
-    narrow = EvalOutputs(train.member_logits, train.features[:, :32], train.labels)
+    narrow = EvalOutputs(train.member_logits, train.features[..., :32], train.labels)
     with pytest.raises(ValueError, match=r"D=64|D=32"):
         detector.score(narrow)
 
@@ -254,7 +299,7 @@ def test_mahalanobis_ignores_directions_without_training_variance():
     pairs = {-2: (4, 5), -3: (6, 7), -4: (8, 9), -5: (10, 11)}
 
     def degenerate(features: torch.Tensor) -> torch.Tensor:
-        features = features.clone()
+        features = features[:, 0].clone()
         features[:, -1] = 0.0
         for unit, (a, b) in pairs.items():
             features[:, unit] = features[:, a] - 0.5 * features[:, b]
@@ -262,7 +307,7 @@ def test_mahalanobis_ignores_directions_without_training_variance():
 
     fit_outputs = EvalOutputs(train.member_logits, degenerate(train.features), train.labels)
     detector = build_detector("mahalanobis").fit(fit_outputs)
-    on_span = degenerate(test.features)
+    on_span = degenerate(test.features)[:, None]
     scores = detector.score(EvalOutputs(test.member_logits, on_span, test.labels))
     assert torch.isfinite(scores).all()
     # moving along directions the training set never spans changes nothing
@@ -372,7 +417,9 @@ def test_vim_principal_dim_follows_the_paper_rule():
 def test_react_threshold_is_the_numpy_percentile_and_100_is_energy():
     train, test, _, head = synthetic_problem()
     react = build_detector("react", percentile=90).fit(train, head)
-    assert react.threshold == pytest.approx(np.percentile(train.features.numpy(), 90), rel=1e-6)
+    assert react.members[0].threshold == pytest.approx(
+        np.percentile(train.features.numpy(), 90), rel=1e-6
+    )
     everything = build_detector("react", percentile=100).fit(train, head)
     torch.testing.assert_close(
         everything.score(train), build_detector("energy").score(train), rtol=1e-5, atol=1e-5
@@ -402,7 +449,7 @@ def test_ash_with_nothing_pruned_is_energy():
     prune_only = build_detector("ash", percentile=0, variant="p").fit(train, head)
     torch.testing.assert_close(prune_only.score(test), energy, rtol=1e-5, atol=1e-5)
     # ASH-S at p = 0 still scales by exp(s₁/s₂) = e: energy of head(e·x)
-    scaled = outputs_from_features(math.e * test.features, head)
+    scaled = outputs_from_features(math.e * test.features[:, 0], head)
     ash_s = build_detector("ash", percentile=0).fit(train, head)
     torch.testing.assert_close(
         ash_s.score(test), build_detector("energy").score(scaled), rtol=1e-5, atol=1e-5

@@ -25,9 +25,12 @@ CACHE_DIR = "eval_cache"
 
 @dataclass(frozen=True)
 class EvalOutputs:
-    """Per-member logits ``[N, M, C]``, pooled features ``[N, D]`` and labels ``[N]``.
+    """Per-member logits ``[N, M, C]``, per-member pooled features ``[N, M, D]``, labels ``[N]``.
 
-    OOD sets have no labels in the model's label space: their labels are ``-1``.
+    Members of an ensemble have feature spaces of their own, so features keep the
+    member axis. Features given as ``[N, D]`` (a single model's, and every cache
+    written before the member axis existed) are read as ``M = 1``. OOD sets have no
+    labels in the model's label space: their labels are ``-1``.
     """
 
     member_logits: Tensor
@@ -40,8 +43,18 @@ class EvalOutputs:
             raise ValueError(
                 f"member_logits must be [N={n}, M, C], got {tuple(self.member_logits.shape)}"
             )
-        if self.features.ndim != 2 or self.features.shape[0] != n:
-            raise ValueError(f"features must be [N={n}, D], got {tuple(self.features.shape)}")
+        if self.features.ndim == 2:
+            object.__setattr__(self, "features", self.features.unsqueeze(1))
+        members = self.member_logits.shape[1]
+        if self.features.ndim != 3 or self.features.shape[:2] != (n, members):
+            raise ValueError(
+                f"features must be [N={n}, M={members}, D] (or [N, D] for M = 1), "
+                f"got {tuple(self.features.shape)}"
+            )
+
+    @property
+    def num_members(self) -> int:
+        return self.member_logits.shape[1]
 
     def to_dict(self) -> dict[str, Tensor]:
         return {
@@ -62,12 +75,20 @@ def collect_outputs(
     device: torch.device | str = "cpu",
     keep_features: bool = True,
 ) -> EvalOutputs:
-    """Run ``predict`` (a regime's ``predict_eval``) over every batch exactly once."""
+    """Run ``predict`` (a regime's ``predict_eval``) over every batch exactly once.
+
+    ``predict`` returns member logits ``[B, M, C]`` and member features ``[B, M, D]``,
+    or ``[B, D]`` for a single model; without ``keep_features`` they are ``[B, M, 0]``.
+    """
     logits, features, labels = [], [], []
     for x, y in batches:
         member_logits, feats = predict(preprocess(x.to(device, non_blocking=True)))
+        if feats.ndim == 2:
+            feats = feats.unsqueeze(1)
+        if not keep_features:
+            feats = feats.new_empty(len(y), member_logits.shape[1], 0)
         logits.append(member_logits.float().cpu())
-        features.append(feats.float().cpu() if keep_features else feats.new_empty(len(y), 0))
+        features.append(feats.float().cpu())
         labels.append(y.cpu())
     if not labels:
         raise ValueError("evaluation set is empty: no batches to evaluate")

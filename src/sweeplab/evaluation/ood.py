@@ -3,13 +3,17 @@
 Hyperparameters come from ``eval.ood.hyperparameters`` when fixed there; otherwise
 each detector's grid is searched on the val OOD sets (in-distribution val against
 the val part of every OOD set) and the AUROC-best value is kept. The test split is
-never used for choosing. Metrics follow DESIGN §6: ``ood/<set>/<detector>/<metric>``
-and the means over the ``near`` and ``far`` groups.
+never used for choosing. Metrics are named ``ood/<set>/<detector>/<metric>`` for
+each OOD set (``auroc``, ``aupr_in``, ``aupr_out``, ``fpr95``), and
+``ood/<group>/<detector>/<metric>`` for their means over the sets of the ``near``
+and the ``far`` group. A detector that is not defined for the model's number of
+members, or lacks the classifier head it needs, is skipped with a note.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,10 +22,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from sweeplab.data.ood_sets import GROUPS
 from sweeplab.evaluation.cache import EvalOutputs
 from sweeplab.metrics.ood import auroc, ood_metrics
 
-GROUPS = ("near", "far")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,8 @@ class OODResult:
     # scores[set or "id"][detector] on the test parts (for histograms and ROC curves)
     scores: dict[str, dict[str, Tensor]] = field(default_factory=dict)
     hyperparameters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # detectors left out, with the reason (the model's number of members, a missing head)
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
 def fixed_hyperparameters(node) -> dict[str, Any]:
@@ -94,10 +101,16 @@ def evaluate_ood(
     id_val: EvalOutputs,
     id_test: EvalOutputs,
     sets: list[OODSetOutputs],
-    head=None,
-    odin: dict[str, Any] | None = None,
+    heads: list | None = None,
+    model_scores: dict[str, dict[str, Any]] | None = None,
+    head_unavailable: str = "the eval cache holds no classifier head",
 ) -> OODResult:
-    """Every configured detector on every OOD set, with the group means."""
+    """Every configured detector on every OOD set, with the group means.
+
+    ``heads`` are the members' classifiers (``LinearHead``), empty or ``None`` when
+    the model's head cannot be read as one (``head_unavailable`` says why);
+    ``model_scores`` are the cached scores of the ``needs_model`` detectors, by name.
+    """
     from sweeplab.evaluation.detectors import DETECTORS
 
     result = OODResult()
@@ -114,24 +127,33 @@ def evaluate_ood(
         raise ValueError(f"eval.ood.detectors: unknown {unknown}; known: {sorted(DETECTORS)}")
     val_sets = [s.val for s in sets if s.val is not None]
     select = bool(eval_cfg.ood.get("select_on_val", True)) and bool(val_sets)
+    model_scores = model_scores or {}
 
     result.scores["id"] = {}
     for name in detectors:
-        if name == "odin":
-            if odin is None:
+        cls = DETECTORS[name]
+        reason = cls.unsupported(id_test.num_members)
+        if not reason and cls.needs_head and not heads:
+            reason = f"{name} needs the classifier head as a linear map: {head_unavailable}"
+        if reason:
+            log.info("OOD detector %s skipped: %s", name, reason)
+            result.skipped[name] = reason
+            continue
+        if cls.needs_model:
+            if name not in model_scores:
                 raise ValueError(
-                    "odin needs the model (input gradients) and its scores are not in the "
+                    f"{name} needs the model (input gradients) and its scores are not in the "
                     "eval cache; run the evaluation with the model (sweeplab eval loads the "
                     "checkpoint when the cache lacks them)"
                 )
-            scores = odin["scores"]
-            result.hyperparameters[name] = dict(odin.get("hyperparameters") or {})
+            scores = model_scores[name]["scores"]
+            result.hyperparameters[name] = dict(model_scores[name].get("hyperparameters") or {})
             test_scores = {"id": scores["test"]}
             for ood_set in sets:
                 test_scores[ood_set.name] = scores[f"ood/{ood_set.name}/test"]
         else:
             detector = _fitted_detector(
-                name, eval_cfg, fit, head, id_val, val_sets if select else []
+                name, eval_cfg, fit, heads, id_val, val_sets if select else []
             )
             result.hyperparameters[name] = dict(detector.hyperparameters)
             test_scores = {"id": detector.score(id_test)}
@@ -142,18 +164,17 @@ def evaluate_ood(
             result.scores.setdefault(ood_set.name, {})[name] = test_scores[ood_set.name]
             for metric, value in ood_metrics(test_scores["id"], test_scores[ood_set.name]).items():
                 result.metrics[f"ood/{ood_set.name}/{name}/{metric}"] = value
-    result.metrics.update(_group_means(result.metrics, sets, detectors))
+    evaluated = [name for name in detectors if name in result.scores["id"]]
+    result.metrics.update(_group_means(result.metrics, sets, evaluated))
     return result
 
 
-def _fitted_detector(name, eval_cfg, fit, head, id_val, val_sets):
+def _fitted_detector(name, eval_cfg, fit, heads, id_val, val_sets):
     from sweeplab.evaluation.detectors import DETECTORS, build_detector
 
     def fitted(params: dict[str, Any]):
         detector = build_detector(name, **params)
-        if detector.needs_fit or detector.needs_head:
-            detector.fit(fit, head)
-        return detector
+        return detector.fit(fit, heads if detector.needs_head else None)
 
     candidates = hyperparameter_candidates(eval_cfg, name)
     params = candidates[0]

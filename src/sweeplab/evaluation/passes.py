@@ -2,9 +2,11 @@
 
 This is the only part of evaluation that runs the model. It writes
 ``eval_cache/{train,val,test}.pt``, ``eval_cache/ood/<set>/{val,test}.pt``,
-``eval_cache/shift.pt`` (logits of every corruption and severity), the linear
-head (for ReAct, ASH and ViM) and, for ODIN, the scores it needs input gradients
-for. Everything else is computed from these files by :mod:`sweeplab.evaluation.report`.
+``eval_cache/shift.pt`` (logits of every corruption and severity),
+``eval_cache/head.pt`` (each member's classifier as a linear map, for the
+``needs_head`` detectors) and ``eval_cache/<detector>.pt`` with the scores of the
+``needs_model`` detectors (ODIN's input gradients). Everything else is computed
+from these files by :mod:`sweeplab.evaluation.report`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from sweeplab.evaluation.cache import (
     cache_file,
     cached_fingerprint,
     collect_outputs,
+    load_outputs,
     save_outputs,
     save_tensors,
 )
@@ -34,7 +37,6 @@ log = logging.getLogger(__name__)
 
 HEAD_CACHE = "head"
 SHIFT_CACHE = "shift"
-ODIN_CACHE = "odin"
 FIT_SPLITS = ("train", "val")
 
 
@@ -64,13 +66,21 @@ def shift_fingerprint(eval_cfg: DictConfig) -> str:
     return fingerprint(OmegaConf.to_container(shift, resolve=True) if shift else {})
 
 
-def odin_fingerprint(eval_cfg: DictConfig, set_fingerprints: dict[str, str]) -> str:
+def model_scores_cache(detector: str) -> str:
+    """The cache file of a ``needs_model`` detector's scores: ``eval_cache/<detector>.pt``."""
+    return detector
+
+
+def model_scores_fingerprint(
+    eval_cfg: DictConfig, set_fingerprints: dict[str, str], detector: str
+) -> str:
+    """What a ``needs_model`` detector's cached scores depend on: the sets and its settings."""
     ood = eval_cfg.ood
     return fingerprint(
         {
             "sets": set_fingerprints,
             "select_on_val": bool(ood.get("select_on_val", True)),
-            "hyperparameters": fixed_hyperparameters(ood.get("hyperparameters")).get("odin", {}),
+            "hyperparameters": fixed_hyperparameters(ood.get("hyperparameters")).get(detector, {}),
         }
     )
 
@@ -92,13 +102,39 @@ def corrupted_batches(
         yield corrupt(images.to(device), name, severity, batch_seed), labels
 
 
-def linear_head(module: nn.Module) -> dict[str, Tensor] | None:
-    """The classifier the cached features feed, when it is linear (ReAct, ASH, ViM use it)."""
+def member_heads(module: nn.Module) -> list[nn.Module]:
+    """Each member's classifier, mapping its features ``[B, D]`` to its logits ``[B, C]``.
+
+    The regime's ``member_heads()``; a module without one is a single model whose
+    classifier is ``backbone.head``, if it has one.
+    """
+    if hasattr(module, "member_heads"):
+        return list(module.member_heads())
     head = getattr(getattr(module, "backbone", None), "head", None)
-    if not isinstance(head, nn.Linear):
-        return None
-    bias = head.bias if head.bias is not None else torch.zeros(head.out_features)
-    return {"weight": head.weight.detach().float().cpu(), "bias": bias.detach().float().cpu()}
+    return [head] if isinstance(head, nn.Module) else []
+
+
+def head_cache(module: nn.Module) -> dict[str, Any]:
+    """``head.pt``: each member's classifier as ``{weight [C, D], bias [C]}``.
+
+    Read with :meth:`LinearHead.from_module`, so any head that is affine in eval mode
+    works (timm's 1×1-conv and averaged distillation heads too). A model whose head
+    cannot be read gets no heads and the reason, so the ``needs_head`` detectors are
+    skipped with it instead of asking for the model again.
+    """
+    from sweeplab.evaluation.detectors import LinearHead
+
+    heads = member_heads(module)
+    if not heads:
+        return {"heads": [], "unavailable": "the model exposes no classifier head"}
+    try:
+        linear = [LinearHead.from_module(head) for head in heads]
+    except ValueError as err:
+        return {"heads": [], "unavailable": str(err)}
+    return {
+        "heads": [{"weight": head.weight, "bias": head.bias} for head in linear],
+        "unavailable": "",
+    }
 
 
 class EvalPasses:
@@ -154,24 +190,53 @@ class EvalPasses:
         shift = self.eval_cfg.get("shift")
         return bool(shift and shift.get("corruptions"))
 
-    def _wants_odin(self) -> bool:
-        detectors = list(self.eval_cfg.ood.get("detectors") or [])
-        return "odin" in detectors and bool(self.set_fingerprints)
+    def _model_detectors_needed(self, test_cached: bool = True) -> list[str]:
+        """The configured ``needs_model`` detectors whose cached scores are stale.
+
+        Those not defined for the model's number of members (as the cached test split
+        tells it) are left out: evaluation skips them.
+        """
+        from sweeplab.evaluation.detectors import DETECTORS
+
+        if not self.set_fingerprints:
+            return []
+        names = [
+            str(name)
+            for name in self.eval_cfg.ood.get("detectors") or []
+            if str(name) in DETECTORS and DETECTORS[str(name)].needs_model
+        ]
+        names = [
+            name
+            for name in names
+            if self._stale(model_scores_cache(name), self._model_fingerprint(name))
+        ]
+        members = self._cached_members() if names and test_cached else None
+        if members is not None:
+            names = [name for name in names if not DETECTORS[name].unsupported(members)]
+        return names
+
+    def _cached_members(self) -> int | None:
+        """The number of members M as the cached test split has it; ``None`` if not cached."""
+        try:
+            return load_outputs(self.run_dir, "test").num_members
+        except (FileNotFoundError, ValueError):
+            return None
 
     def missing(self) -> list[str]:
         """The cache files the model must (re)compute; empty when the cache is complete."""
-        needed = list(self._splits_needed())
+        splits = self._splits_needed()
+        needed = list(splits)
         if self.force or cached_fingerprint(self.run_dir, HEAD_CACHE) is None:
             needed.append(HEAD_CACHE)
         needed += [ood_cache_name(name, "test") for name in self._sets_needed()]
         if self._wants_shift() and self._stale(SHIFT_CACHE, shift_fingerprint(self.eval_cfg)):
             needed.append(SHIFT_CACHE)
-        if self._wants_odin() and self._stale(ODIN_CACHE, self._odin_fingerprint()):
-            needed.append(ODIN_CACHE)
+        model_detectors = self._model_detectors_needed(test_cached="test" not in splits)
+        needed += [model_scores_cache(name) for name in model_detectors]
         return needed
 
-    def _odin_fingerprint(self) -> str:
-        return odin_fingerprint(self.eval_cfg, self.set_fingerprints)
+    def _model_fingerprint(self, detector: str) -> str:
+        return model_scores_fingerprint(self.eval_cfg, self.set_fingerprints, detector)
 
     # -- the passes ------------------------------------------------------------------
 
@@ -192,21 +257,20 @@ class EvalPasses:
         for split in self._splits_needed():
             artifacts.update(self._split(split))
         if HEAD_CACHE in needed:
-            head = linear_head(module)
-            if head is not None:
-                artifacts["eval_cache/head"] = str(save_tensors(self.run_dir, HEAD_CACHE, head))
-        odin = ODIN_CACHE in needed
+            path = save_tensors(self.run_dir, HEAD_CACHE, head_cache(module))
+            artifacts["eval_cache/head"] = str(path)
+        model_detectors = self._model_detectors_needed()
         sets_needed = set(self._sets_needed())
         ood_images: dict[str, Tensor] = {}
         for name, set_cfg in ood_set_configs(self.eval_cfg).items():
             if name not in self.set_fingerprints:
                 continue
-            if name in sets_needed or odin:
+            if name in sets_needed or model_detectors:
                 ood_images.update(self._ood_set(name, set_cfg, name in sets_needed, artifacts))
         if SHIFT_CACHE in needed:
             artifacts.update(self._shift())
-        if odin:
-            artifacts.update(self._odin(ood_images))
+        for name in model_detectors:
+            artifacts.update(self._model_scores(name, ood_images))
         return artifacts
 
     def _split(self, split: str) -> dict[str, str]:
@@ -271,10 +335,10 @@ class EvalPasses:
         )
         return {"eval_cache/shift": str(path)}
 
-    def _odin(self, ood_images: dict[str, Tensor]) -> dict[str, str]:
-        """ODIN scores for every set, with (T, ε) chosen on the val OOD sets if any."""
-        from sweeplab.evaluation.detectors import build_detector
-        from sweeplab.evaluation.detectors.logits import score_odin_grid
+    def _model_scores(self, detector: str, ood_images: dict[str, Tensor]) -> dict[str, str]:
+        """A ``needs_model`` detector's scores for every set (ODIN: input gradients), with
+        its hyperparameters chosen on the val OOD sets if any."""
+        from sweeplab.evaluation.detectors import DETECTORS, build_detector
         from sweeplab.evaluation.ood import hyperparameter_candidates, select_on_val
 
         batch_size = self.datamodule.eval_batch_size
@@ -285,13 +349,13 @@ class EvalPasses:
             return image_batches(ood_images[cache], batch_size)
 
         def grid_scores(settings: list[dict[str, Any]], cache: str) -> list[Tensor]:
-            return score_odin_grid(
-                self._logits, batches(cache), self._preprocess, settings, self.device
+            return DETECTORS[detector].score_inputs_grid(
+                self._member_logits, batches(cache), self._preprocess, settings, self.device
             )
 
         candidates = [
-            build_detector("odin", **params).hyperparameters
-            for params in hyperparameter_candidates(self.eval_cfg, "odin")
+            build_detector(detector, **params).hyperparameters
+            for params in hyperparameter_candidates(self.eval_cfg, detector)
         ]
         val_ood = [cache for cache in ood_images if cache.endswith("/val")]
         params = candidates[0]
@@ -305,20 +369,22 @@ class EvalPasses:
             params, _ = select_on_val(candidates, lambda p: by_setting[id(p)])
         tests = ["test", *[cache for cache in ood_images if cache.endswith("/test")]]
         scores = {cache: grid_scores([params], cache)[0] for cache in tests}
+        cache = model_scores_cache(detector)
         path = save_tensors(
             self.run_dir,
-            ODIN_CACHE,
+            cache,
             {
                 "scores": scores,
                 "hyperparameters": dict(params),
-                "fingerprint": self._odin_fingerprint(),
+                "fingerprint": self._model_fingerprint(detector),
             },
         )
-        return {"eval_cache/odin": str(path)}
+        return {f"eval_cache/{cache}": str(path)}
 
-    def _logits(self, x: Tensor) -> Tensor:
-        """Mean member logits: the function ODIN differentiates through."""
-        return self.module.predict_eval(x)[0].mean(dim=1)
+    def _member_logits(self, x: Tensor) -> Tensor:
+        """Member logits ``[B, M, C]``: what ODIN differentiates through (by their mean
+        probability, as the logit detectors define the ensemble's prediction)."""
+        return self.module.predict_eval(x)[0]
 
 
 def check_eval_config(eval_cfg: DictConfig, datamodule) -> None:
@@ -327,10 +393,9 @@ def check_eval_config(eval_cfg: DictConfig, datamodule) -> None:
 
     from sweeplab.checks import positive_int
     from sweeplab.data.corruptions import CORRUPTIONS
-    from sweeplab.data.ood_sets import HeldOutClasses
+    from sweeplab.data.ood_sets import GROUPS, HeldOutClasses
     from sweeplab.evaluation.calibrators import CALIBRATORS
     from sweeplab.evaluation.detectors import DETECTORS, build_detector
-    from sweeplab.evaluation.ood import GROUPS
 
     positive_int("eval.calibration.n_bins", eval_cfg.calibration.get("n_bins", 15))
     for key, known, chosen in (

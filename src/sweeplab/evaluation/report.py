@@ -21,8 +21,8 @@ from sweeplab.evaluation.cache import load_outputs, load_tensors
 from sweeplab.evaluation.ood import OODSetOutputs, evaluate_ood
 from sweeplab.evaluation.passes import (
     HEAD_CACHE,
-    ODIN_CACHE,
     SHIFT_CACHE,
+    model_scores_cache,
     ood_cache_name,
     ood_set_configs,
 )
@@ -46,9 +46,31 @@ class EvalReport:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+# Prefixes of evaluation metrics: OOD detection, dataset shift, and the ``ens/`` and
+# ``nas/`` metrics that regimes with several members are evaluated on.
+EVAL_PREFIXES = ("ood/", "shift/", "ens/", "nas/")
+
+
 def is_eval_metric(key: str) -> bool:
-    """Metric keys this module owns: ``sweeplab eval`` replaces them all at once."""
-    return key.startswith(("ood/", "shift/")) or "/cls/" in key or "/cal/" in key
+    """Metric keys of evaluation: ``sweeplab eval`` replaces them all at once."""
+    return key.startswith(EVAL_PREFIXES) or "/cls/" in key or "/cal/" in key
+
+
+def load_heads(run_dir: Path) -> tuple[list, str]:
+    """The members' classifiers from ``head.pt`` and, when there are none, why.
+
+    A ``head.pt`` holding one ``weight``/``bias`` pair (written before member heads
+    existed) is a single model's head.
+    """
+    from sweeplab.evaluation.cache import cache_file
+    from sweeplab.evaluation.detectors import LinearHead
+
+    if not cache_file(run_dir, HEAD_CACHE).exists():
+        return [], "the eval cache holds no classifier head"
+    data = load_tensors(run_dir, HEAD_CACHE)
+    parts = data.get("heads", [data])
+    heads = [LinearHead(part["weight"], part["bias"]) for part in parts]
+    return heads, "" if heads else str(data.get("unavailable") or "head.pt holds no heads")
 
 
 def evaluate_cached(run_dir: Path, eval_cfg: DictConfig) -> EvalReport:
@@ -116,7 +138,7 @@ def _calibration(report, val, test, eval_cfg, run_dir: Path, plots: bool) -> Non
 
 def _ood(report, val, test, eval_cfg, run_dir: Path, plots: bool) -> None:
     from sweeplab.evaluation.cache import cache_file
-    from sweeplab.evaluation.detectors import LinearHead
+    from sweeplab.evaluation.detectors import DETECTORS
     from sweeplab.metrics.ood import OOD_CONVENTION
 
     sets = []
@@ -127,25 +149,37 @@ def _ood(report, val, test, eval_cfg, run_dir: Path, plots: bool) -> None:
         sets.append(OODSetOutputs(name, str(set_cfg.get("group")), test_part, val_part))
     fit_split = str(eval_cfg.ood.get("fit_split", "train"))
     fit = load_outputs(run_dir, fit_split)
-    head = None
-    if cache_file(run_dir, HEAD_CACHE).exists():
-        weights = load_tensors(run_dir, HEAD_CACHE)
-        head = LinearHead(weights["weight"], weights["bias"])
-    odin = None
-    if "odin" in list(eval_cfg.ood.detectors) and cache_file(run_dir, ODIN_CACHE).exists():
-        odin = load_tensors(run_dir, ODIN_CACHE)
-    result = evaluate_ood(eval_cfg, fit, val, test, sets, head=head, odin=odin)
+    heads, head_unavailable = load_heads(run_dir)
+    model_scores = {}
+    for name in eval_cfg.ood.detectors:
+        name = str(name)
+        cls = DETECTORS.get(name)
+        cache = model_scores_cache(name)
+        if cls is not None and cls.needs_model and cache_file(run_dir, cache).exists():
+            model_scores[name] = load_tensors(run_dir, cache)
+    result = evaluate_ood(
+        eval_cfg,
+        fit,
+        val,
+        test,
+        sets,
+        heads=heads,
+        model_scores=model_scores,
+        head_unavailable=head_unavailable,
+    )
     report.metrics.update(result.metrics)
     report.details["ood"] = {
         "convention": OOD_CONVENTION,
         "groups": {s.name: s.group for s in sets},
         "fit_split": fit_split,
+        "members": test.num_members,
         "hyperparameters": result.hyperparameters,
+        "skipped": result.skipped,
         "selected_on": "val OOD sets"
         if any(s.val is not None for s in sets) and eval_cfg.ood.get("select_on_val", True)
         else "defaults (no val OOD set)",
     }
-    if plots:
+    if plots and result.scores.get("id"):
         _ood_plots(report, result, sets, eval_cfg, run_dir)
 
 

@@ -7,16 +7,26 @@ without the model. The interface follows pytorch-ood's fit/predict split::
     detector = build_detector("knn", k=50).fit(train_outputs)
     scores = detector.score(ood_outputs)  # [N], higher = more OOD
 
-``needs_fit`` detectors read in-distribution training (or val) outputs in ``fit``;
-``needs_head`` ones also need the classifier as a :class:`LinearHead`. ODIN's input
-perturbation needs the model itself (:meth:`OdinDetector.score_inputs`).
+Each detector declares what it needs (:class:`Detector`): ``needs_fit`` ones read
+in-distribution training (or val) outputs in ``fit``; ``needs_features`` ones are
+fitted and scored member by member, their scores averaged; ``needs_head`` ones
+also need each member's classifier as a :class:`LinearHead`; ``needs_model`` ones
+(ODIN's input perturbation) need the model itself (:meth:`OdinDetector.score_inputs`);
+``single_only`` / ``ensemble_only`` ones are defined for M = 1 or M > 1 only.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sweeplab.evaluation.detectors.base import Detector, LinearHead, NotFittedError
+from sweeplab.evaluation.detectors.base import (
+    Detector,
+    LinearHead,
+    MemberOutputs,
+    MemberwiseDetector,
+    NotFittedError,
+    split_members,
+)
 from sweeplab.evaluation.detectors.features import KNNDetector, MahalanobisDetector
 from sweeplab.evaluation.detectors.head_based import (
     ASHDetector,
@@ -70,11 +80,14 @@ __all__ = [
     "MSPDetector",
     "MahalanobisDetector",
     "MaxLogitDetector",
+    "MemberOutputs",
+    "MemberwiseDetector",
     "NotFittedError",
     "OdinDetector",
     "ReActDetector",
     "ViMDetector",
     "ash",
     "build_detector",
+    "split_members",
     "vim_principal_dim",
 ]

@@ -1,15 +1,17 @@
 """The detector interface, the linear head that head-based detectors read, and shared math.
 
 A detector is built from hyperparameters, optionally fitted on in-distribution
-outputs (and the classifier head), then scores any :class:`EvalOutputs`. Scores
-follow the project's convention: **higher means more OOD**.
+outputs (and the classifier heads), then scores any :class:`EvalOutputs`. Scores
+follow the project's convention: **higher means more OOD**. Feature detectors
+work member by member (:class:`MemberwiseDetector`), since ensemble members do
+not share a feature space.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -133,6 +135,30 @@ def _input_width(module: nn.Module) -> int | None:
     return None
 
 
+@dataclass(frozen=True)
+class MemberOutputs:
+    """One member's logits ``[N, C]`` and features ``[N, D]``, with the labels ``[N]``."""
+
+    logits: Tensor
+    features: Tensor
+    labels: Tensor
+
+
+def split_members(outputs: EvalOutputs) -> list[MemberOutputs]:
+    """Each member's part of ``outputs`` (views, no copies)."""
+    return [
+        MemberOutputs(outputs.member_logits[:, m], outputs.features[:, m], outputs.labels)
+        for m in range(outputs.num_members)
+    ]
+
+
+def member_mean(scores: list[Tensor]) -> Tensor:
+    """The mean of per-member scores (float64); one member's scores are returned unchanged."""
+    if len(scores) == 1:
+        return scores[0]
+    return torch.stack([s.double() for s in scores]).mean(dim=0)
+
+
 class Detector:
     """Base class: ``fit`` on in-distribution outputs, then ``score`` (higher = more OOD).
 
@@ -140,12 +166,23 @@ class Detector:
     ``defaults``; ``default_grid`` lists the values to select among on a
     validation OOD set. ``fit`` is a no-op for detectors with ``needs_fit = False``,
     so every detector can be driven by the same loop.
+
+    What a detector needs is declared here, and evaluation reads these flags,
+    never detector names:
+    ``needs_fit`` (in-distribution statistics), ``needs_features`` (the cached
+    features), ``needs_head`` (each member's classifier as a :class:`LinearHead`),
+    ``needs_model`` (the model itself, for input gradients: its scores come from
+    :meth:`score_inputs_grid` during the forward passes), and ``single_only`` /
+    ``ensemble_only`` (a detector defined only for M = 1, or only for M > 1).
     """
 
     name: ClassVar[str] = ""
     needs_fit: ClassVar[bool] = False
+    needs_features: ClassVar[bool] = False
     needs_head: ClassVar[bool] = False
     needs_model: ClassVar[bool] = False
+    single_only: ClassVar[bool] = False
+    ensemble_only: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any]] = {}
     default_grid: ClassVar[dict[str, list]] = {}
     # What fit() computes, for the error raised when score() comes first.
@@ -166,18 +203,34 @@ class Detector:
         """Validate and normalise the merged hyperparameters (override per detector)."""
         return hyperparameters
 
+    @classmethod
+    def unsupported(cls, members: int) -> str:
+        """Why this detector cannot score a model of ``members`` members; ``""`` if it can."""
+        if cls.single_only and members > 1:
+            return f"{cls.name} is defined for single models only, got M={members} members"
+        if cls.ensemble_only and members < 2:
+            return f"{cls.name} is defined for ensembles only (M > 1), got a single model"
+        return ""
+
     @property
     def is_fitted(self) -> bool:
         return self._fitted or not self.needs_fit
 
-    def fit(self, train: EvalOutputs, head: LinearHead | nn.Module | None = None) -> Detector:
-        """Fit on in-distribution outputs (train or val, never test); returns ``self``."""
-        if self.needs_head:
-            head = self._require_head(head, train)
+    def fit(
+        self,
+        train: EvalOutputs,
+        head: LinearHead | nn.Module | Sequence[LinearHead | nn.Module] | None = None,
+    ) -> Detector:
+        """Fit on in-distribution outputs (train or val, never test); returns ``self``.
+
+        ``head`` is the classifier of a single model, or one per member of an ensemble.
+        """
+        self._check_members(train)
+        heads = self._require_heads(head, train) if self.needs_head else None
         if self.needs_fit:
             if train.labels.shape[0] == 0:
                 raise ValueError(f"{self.name}: cannot fit on an empty set")
-            self._fit(train, head)
+            self._fit(train, heads)
             self._fitted = True
         return self
 
@@ -187,7 +240,25 @@ class Detector:
         float64 so that confidences a hair below 1 do not collapse into ties.
         """
         self._require_fitted()
+        self._check_members(outputs)
         return self._score(outputs).to(device="cpu", dtype=torch.float64)
+
+    @classmethod
+    def score_inputs_grid(
+        cls,
+        member_logits_fn: Callable[[Tensor], Tensor],
+        batches: Iterable[tuple[Tensor, Tensor]],
+        preprocess: Callable[[Tensor], Tensor],
+        settings: list[dict[str, Any]],
+        device: torch.device | str = "cpu",
+    ) -> list[Tensor]:
+        """Scores ``[N]`` per setting from the model itself (``needs_model`` detectors)."""
+        raise NotImplementedError(f"{cls.__name__} does not score inputs through the model")
+
+    def _check_members(self, outputs: EvalOutputs) -> None:
+        reason = self.unsupported(outputs.num_members)
+        if reason:
+            raise ValueError(reason)
 
     def _require_fitted(self) -> None:
         if not self.is_fitted:
@@ -196,49 +267,92 @@ class Detector:
                 f"on in-distribution training features first"
             )
 
-    def _fit(self, train: EvalOutputs, head: LinearHead | None) -> None:
+    def _fit(self, train: EvalOutputs, heads: list[LinearHead] | None) -> None:
         raise NotImplementedError(f"{type(self).__name__} sets needs_fit but has no _fit")
 
     def _score(self, outputs: EvalOutputs) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} has no _score")
 
-    def _require_head(
-        self, head: LinearHead | nn.Module | None, outputs: EvalOutputs
-    ) -> LinearHead:
-        if head is None:
+    def _require_heads(
+        self,
+        head: LinearHead | nn.Module | Sequence[LinearHead | nn.Module] | None,
+        outputs: EvalOutputs,
+    ) -> list[LinearHead]:
+        """One :class:`LinearHead` per member, each matching its member's widths."""
+        heads = list(head) if isinstance(head, list | tuple) else [] if head is None else [head]
+        if not heads:
             raise ValueError(
                 f"{self.name} needs the classifier head: call fit(train, "
-                f"head=LinearHead.from_module(backbone.head))"
+                f"head=LinearHead.from_module(backbone.head)), with one head per member "
+                f"for an ensemble"
             )
-        if not isinstance(head, LinearHead):
-            head = LinearHead.from_module(head)
-        self._check_head_matches(head, outputs)
-        return head
-
-    def _check_head_matches(self, head: LinearHead, outputs: EvalOutputs) -> None:
-        """One head explains the logits only of a single model whose widths agree with it."""
-        _, members, classes = outputs.member_logits.shape
-        if members != 1:
+        heads = [h if isinstance(h, LinearHead) else LinearHead.from_module(h) for h in heads]
+        if len(heads) != outputs.num_members:
             raise ValueError(
-                f"{self.name} recomputes logits through one linear head, so it works on single "
-                f"models only; got an ensemble of M={members} members"
+                f"{self.name} recomputes each member's logits through its own head: got "
+                f"{len(heads)} heads for M={outputs.num_members} members"
             )
-        if head.num_features != outputs.features.shape[1] or head.num_classes != classes:
+        for member_head, member in zip(heads, split_members(outputs), strict=True):
+            self._check_head_matches(member_head, member)
+        return heads
+
+    def _check_head_matches(self, head: LinearHead, member: MemberOutputs) -> None:
+        """A head explains a member's logits only if their widths agree."""
+        width, classes = member.features.shape[1], member.logits.shape[1]
+        if head.num_features != width or head.num_classes != classes:
             raise ValueError(
                 f"{self.name}: head maps D={head.num_features} features to C={head.num_classes} "
-                f"classes, but the outputs have D={outputs.features.shape[1]} and C={classes}"
+                f"classes, but the outputs have D={width} and C={classes}"
             )
 
-    def _check_width(self, outputs: EvalOutputs, fitted_width: int) -> None:
-        if outputs.features.shape[1] != fitted_width:
+    def _check_width(self, member: MemberOutputs, fitted_width: int) -> None:
+        if member.features.shape[1] != fitted_width:
             raise ValueError(
                 f"{self.name} was fitted on D={fitted_width} features, "
-                f"got D={outputs.features.shape[1]}"
+                f"got D={member.features.shape[1]}"
             )
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters.items())
         return f"{type(self).__name__}({args})"
+
+
+class MemberwiseDetector(Detector):
+    """A detector on features, fitted on each member alone and scored by the members' mean.
+
+    Every member of an ensemble has a feature space (and a head) of its own, so
+    statistics pooled over members would compare unrelated coordinates. Each
+    member's fitted statistics are kept in ``members``; for M = 1 this is the
+    detector on the single model's features.
+    """
+
+    needs_fit = True
+    needs_features = True
+
+    def _fit(self, train: EvalOutputs, heads: list[LinearHead] | None) -> None:
+        self.members = []
+        for m, part in enumerate(split_members(train)):
+            self.members.append(self._fit_member(part, heads[m] if heads else None))
+
+    def _score(self, outputs: EvalOutputs) -> Tensor:
+        return member_mean(
+            [self._score_member(state, part) for state, part in self._paired(outputs)]
+        )
+
+    def _paired(self, outputs: EvalOutputs) -> list[tuple[Any, MemberOutputs]]:
+        """Each member's fitted statistics with its part of ``outputs``."""
+        parts = split_members(outputs)
+        if len(parts) != len(self.members):
+            raise ValueError(
+                f"{self.name} was fitted on M={len(self.members)} members, got M={len(parts)}"
+            )
+        return list(zip(self.members, parts, strict=True))
+
+    def _fit_member(self, member: MemberOutputs, head: LinearHead | None) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} has no _fit_member")
+
+    def _score_member(self, state: Any, member: MemberOutputs) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no _score_member")
 
 
 def mean_logits(outputs: EvalOutputs) -> Tensor:

@@ -1,11 +1,13 @@
 """Detectors on the pooled penultimate features alone: Mahalanobis and KNN.
 
 Both compare a sample with statistics of the in-distribution training features,
-so both need ``fit``. Ensembles are scored on the features as cached.
+so both need ``fit``. On an ensemble each member is fitted on its own features
+and the members' scores are averaged (:class:`MemberwiseDetector`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -14,10 +16,26 @@ from torch import Tensor
 
 from sweeplab.checks import positive_int
 from sweeplab.evaluation.cache import EvalOutputs
-from sweeplab.evaluation.detectors.base import Detector, LinearHead, row_blocks
+from sweeplab.evaluation.detectors.base import (
+    LinearHead,
+    MemberOutputs,
+    MemberwiseDetector,
+    member_mean,
+    row_blocks,
+)
 
 
-class MahalanobisDetector(Detector):
+@dataclass(frozen=True)
+class MahalanobisFit:
+    """One member's centre, whitening map and whitened class means (float32)."""
+
+    center: Tensor  # [D]
+    whiten: Tensor  # [D, K]
+    means_w: Tensor  # [classes, K]
+    means_sq: Tensor  # [classes]
+
+
+class MahalanobisDetector(MemberwiseDetector):
     """Mahalanobis distance to the closest class mean (Lee et al., 2018), feature-only.
 
     Class means and one shared (tied) covariance of the training features; the
@@ -31,12 +49,11 @@ class MahalanobisDetector(Detector):
     """
 
     name = "mahalanobis"
-    needs_fit = True
     fitted_statistics = "class means and a shared covariance of the training features"
 
-    def _fit(self, train: EvalOutputs, head: LinearHead | None) -> None:
-        features = train.features.double()
-        labels = train.labels
+    def _fit_member(self, member: MemberOutputs, head: LinearHead | None) -> MahalanobisFit:
+        features = member.features.double()
+        labels = member.labels
         if labels.is_floating_point() or (labels < 0).any():
             raise ValueError("mahalanobis: fit needs integer class labels ≥ 0 (an ID set)")
         classes, index = torch.unique(labels, return_inverse=True)
@@ -53,26 +70,23 @@ class MahalanobisDetector(Detector):
         # ‖(x − μ)·W‖² = (x − μ)ᵀ Σ⁺ (x − μ) with W = V Λ^{-1/2} over the kept eigenpairs.
         whiten = eigenvectors[:, keep] / eigenvalues[keep].sqrt()
         center = features.mean(dim=0)  # centring first keeps the float32 expansion accurate
-        self._center = center.float()
-        self._whiten = whiten.float()
         means_w = ((means - center) @ whiten).float()
-        self._means_w = means_w
-        self._means_sq = means_w.pow(2).sum(dim=1)
+        return MahalanobisFit(center.float(), whiten.float(), means_w, means_w.pow(2).sum(dim=1))
 
-    def _score(self, outputs: EvalOutputs) -> Tensor:
-        self._check_width(outputs, self._center.shape[0])
-        device = self._whiten.device
-        features = outputs.features.to(device=device, dtype=torch.float32)
+    def _score_member(self, state: MahalanobisFit, member: MemberOutputs) -> Tensor:
+        self._check_width(member, state.center.shape[0])
+        device = state.whiten.device
+        features = member.features.to(device=device, dtype=torch.float32)
         scores = torch.empty(features.shape[0], dtype=torch.float32, device=device)
-        row_cost = self._means_w.shape[0] + self._whiten.shape[1]
+        row_cost = state.means_w.shape[0] + state.whiten.shape[1]
         for rows in row_blocks(features.shape[0], row_cost):
-            z = (features[rows] - self._center) @ self._whiten
-            sq = z.pow(2).sum(dim=1, keepdim=True) - 2 * z @ self._means_w.T + self._means_sq
+            z = (features[rows] - state.center) @ state.whiten
+            sq = z.pow(2).sum(dim=1, keepdim=True) - 2 * z @ state.means_w.T + state.means_sq
             scores[rows] = sq.min(dim=1).values.clamp_min(0)
         return scores
 
 
-class KNNDetector(Detector):
+class KNNDetector(MemberwiseDetector):
     """Deep nearest neighbours (Sun et al., 2022): distance to the k-th nearest training feature.
 
     Features are L2-normalised, so the distance is ``sqrt(2 − 2·cos)`` and comes
@@ -82,7 +96,6 @@ class KNNDetector(Detector):
     """
 
     name = "knn"
-    needs_fit = True
     defaults: ClassVar[dict[str, Any]] = {"k": 50}
     default_grid: ClassVar[dict[str, list]] = {"k": [1, 5, 10, 20, 50, 100, 200, 500, 1000]}
     fitted_statistics = "the L2-normalised training features"
@@ -90,19 +103,30 @@ class KNNDetector(Detector):
     def _check(self, hp: dict[str, Any]) -> dict[str, Any]:
         return {"k": positive_int("knn.k", hp["k"])}
 
-    def _fit(self, train: EvalOutputs, head: LinearHead | None) -> None:
-        self._bank = F.normalize(train.features.float(), dim=1)
+    def _fit_member(self, member: MemberOutputs, head: LinearHead | None) -> Tensor:
+        return F.normalize(member.features.float(), dim=1)  # the member's feature bank
 
-    def _score(self, outputs: EvalOutputs) -> Tensor:
-        return self.score_grid(outputs, [self.hyperparameters])[0]
+    def _score_member(self, bank: Tensor, member: MemberOutputs) -> Tensor:
+        return self._grid_member(bank, member, [self.hyperparameters])[0]
 
     def score_grid(self, outputs: EvalOutputs, settings: list[dict[str, Any]]) -> list[Tensor]:
-        """Scores for several ``k`` from one top-k search (choosing ``k`` on a grid)."""
+        """Scores for several ``k`` from one top-k search per member (choosing ``k`` on a grid)."""
         self._require_fitted()
-        self._check_width(outputs, self._bank.shape[1])
-        bank = self._bank
+        self._check_members(outputs)
+        per_member = [
+            self._grid_member(bank, part, settings) for bank, part in self._paired(outputs)
+        ]
+        return [
+            member_mean([scores[i] for scores in per_member]).to(device="cpu", dtype=torch.float64)
+            for i in range(len(settings))
+        ]
+
+    def _grid_member(
+        self, bank: Tensor, member: MemberOutputs, settings: list[dict[str, Any]]
+    ) -> list[Tensor]:
+        self._check_width(member, bank.shape[1])
         ks = [min(self._check({**self.defaults, **s})["k"], bank.shape[0]) for s in settings]
-        queries = F.normalize(outputs.features.to(device=bank.device, dtype=torch.float32), dim=1)
+        queries = F.normalize(member.features.to(device=bank.device, dtype=torch.float32), dim=1)
         nearest = torch.empty(queries.shape[0], max(ks), dtype=torch.float32, device=bank.device)
         for rows in row_blocks(queries.shape[0], bank.shape[0]):
             nearest[rows] = (queries[rows] @ bank.T).topk(max(ks), dim=1).values

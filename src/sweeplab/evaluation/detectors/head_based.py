@@ -1,21 +1,29 @@
 """Detectors that change the features and recompute logits through the head: ViM, ReAct, ASH.
 
-They need the classifier as a :class:`LinearHead` and therefore a single model
-(M = 1): one head cannot explain an ensemble's logits. Their logits come from
+They need the classifier as a :class:`LinearHead`, one per member of an ensemble:
+each member is fitted on its own features through its own head, and the members'
+scores are averaged (:class:`MemberwiseDetector`). Logits come from
 ``head(features)``, which equals the cached logits by the backbone contract.
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from sweeplab.checks import is_int
-from sweeplab.evaluation.cache import EvalOutputs
-from sweeplab.evaluation.detectors.base import Detector, LinearHead, energy, number_in, percentile
+from sweeplab.evaluation.detectors.base import (
+    LinearHead,
+    MemberOutputs,
+    MemberwiseDetector,
+    energy,
+    number_in,
+    percentile,
+)
 
 
 def vim_principal_dim(width: int) -> int:
@@ -28,7 +36,25 @@ def vim_principal_dim(width: int) -> int:
     return max(1, width // 2)
 
 
-class ViMDetector(Detector):
+@dataclass(frozen=True)
+class ViMFit:
+    """One member's virtual-logit scale, origin, residual-space basis and head."""
+
+    alpha: float
+    origin: Tensor  # [D]
+    residual_basis: Tensor  # [D, D - dim]
+    head: LinearHead
+
+
+@dataclass(frozen=True)
+class ReActFit:
+    """One member's clipping threshold and head."""
+
+    threshold: float
+    head: LinearHead
+
+
+class ViMDetector(MemberwiseDetector):
     """Virtual-logit matching (Wang et al., 2022).
 
     With origin ``u = −W⁺b`` (where every logit is 0), the principal space is
@@ -41,7 +67,6 @@ class ViMDetector(Detector):
     """
 
     name = "vim"
-    needs_fit = True
     needs_head = True
     defaults: ClassVar[dict[str, Any]] = {"dim": None}
     fitted_statistics = "the principal space and α of the training features, and the head"
@@ -52,16 +77,16 @@ class ViMDetector(Detector):
             raise ValueError(f"vim.dim must be a positive integer or null, got {dim!r}")
         return {"dim": dim}
 
-    def _fit(self, train: EvalOutputs, head: LinearHead | None) -> None:
+    def _fit_member(self, member: MemberOutputs, head: LinearHead | None) -> ViMFit:
         assert head is not None
-        width = train.features.shape[1]
+        width = member.features.shape[1]
         dim = self.hyperparameters["dim"] or vim_principal_dim(width)
         if dim >= width:
             raise ValueError(
                 f"vim.dim must be smaller than the feature width D={width} (the residual "
                 f"space would be empty), got {dim}"
             )
-        features = train.features.double()
+        features = member.features.double()
         weight, bias = head.weight.to(features), head.bias.to(features)
         origin = -(torch.linalg.pinv(weight) @ bias)
         centred = features - origin
@@ -74,19 +99,18 @@ class ViMDetector(Detector):
                 "vim: the training features have no residual outside the principal space"
             )
         max_logit = (features @ weight.T + bias).max(dim=1).values
-        self._alpha = (max_logit.mean() / residual_norm.mean()).item()
-        self._origin = origin.float()
-        self._residual_basis = residual_basis.float().contiguous()
-        self._head = head
+        alpha = (max_logit.mean() / residual_norm.mean()).item()
+        return ViMFit(alpha, origin.float(), residual_basis.float().contiguous(), head)
 
-    def _score(self, outputs: EvalOutputs) -> Tensor:
-        self._check_head_matches(self._head, outputs)
-        features = outputs.features.to(device=self._origin.device, dtype=torch.float32)
-        residual = ((features - self._origin) @ self._residual_basis).norm(dim=1).double()
-        return self._alpha * residual - torch.logsumexp(self._head.logits(features.double()), dim=1)
+    def _score_member(self, state: ViMFit, member: MemberOutputs) -> Tensor:
+        self._check_head_matches(state.head, member)
+        features = member.features.to(device=state.origin.device, dtype=torch.float32)
+        residual = ((features - state.origin) @ state.residual_basis).norm(dim=1).double()
+        logits = state.head.logits(features.double())
+        return state.alpha * residual - torch.logsumexp(logits, dim=1)
 
 
-class ReActDetector(Detector):
+class ReActDetector(MemberwiseDetector):
     """ReAct (Sun et al., 2021): clip features at a percentile of ID activations, then energy.
 
     The clipping threshold is the ``percentile``-th percentile (paper default 90)
@@ -96,7 +120,6 @@ class ReActDetector(Detector):
     """
 
     name = "react"
-    needs_fit = True
     needs_head = True
     defaults: ClassVar[dict[str, Any]] = {"percentile": 90.0}
     default_grid: ClassVar[dict[str, list]] = {"percentile": [80.0, 85.0, 90.0, 95.0, 99.0]}
@@ -106,15 +129,14 @@ class ReActDetector(Detector):
         p = number_in("react.percentile", hp["percentile"], 0.0, 100.0, high_inclusive=True)
         return {"percentile": p}
 
-    def _fit(self, train: EvalOutputs, head: LinearHead | None) -> None:
+    def _fit_member(self, member: MemberOutputs, head: LinearHead | None) -> ReActFit:
         assert head is not None
-        self.threshold = percentile(train.features, self.hyperparameters["percentile"])
-        self._head = head
+        return ReActFit(percentile(member.features, self.hyperparameters["percentile"]), head)
 
-    def _score(self, outputs: EvalOutputs) -> Tensor:
-        self._check_head_matches(self._head, outputs)
-        clipped = outputs.features.double().clamp(max=self.threshold)
-        return energy(self._head.logits(clipped))
+    def _score_member(self, state: ReActFit, member: MemberOutputs) -> Tensor:
+        self._check_head_matches(state.head, member)
+        clipped = member.features.double().clamp(max=state.threshold)
+        return energy(state.head.logits(clipped))
 
 
 def ash(features: Tensor, percentile: float, variant: str = "s") -> Tensor:
@@ -138,7 +160,7 @@ def ash(features: Tensor, percentile: float, variant: str = "s") -> Tensor:
     return torch.zeros_like(features).scatter_(1, index, values)
 
 
-class ASHDetector(Detector):
+class ASHDetector(MemberwiseDetector):
     """ASH (Djurisic et al., 2023), on the pooled penultimate features, then energy.
 
     The paper shapes the penultimate activations per sample; the eval cache holds
@@ -149,7 +171,6 @@ class ASHDetector(Detector):
     """
 
     name = "ash"
-    needs_fit = True
     needs_head = True
     defaults: ClassVar[dict[str, Any]] = {"percentile": 90.0, "variant": "s"}
     default_grid: ClassVar[dict[str, list]] = {
@@ -163,18 +184,18 @@ class ASHDetector(Detector):
             raise ValueError(f"ash.variant must be one of s, p, b; got {hp['variant']!r}")
         return {"percentile": p, "variant": hp["variant"]}
 
-    def _fit(self, train: EvalOutputs, head: LinearHead | None) -> None:
+    def _fit_member(self, member: MemberOutputs, head: LinearHead | None) -> LinearHead:
         assert head is not None
-        negative = (train.features < 0).double().mean().item()
+        negative = (member.features < 0).double().mean().item()
         if negative > 0:
             warnings.warn(
                 f"ash assumes non-negative (post-ReLU) features, but {negative:.1%} of the "
                 f"training activations are negative; its scores may be meaningless",
-                stacklevel=3,
+                stacklevel=4,
             )
-        self._head = head
+        return head
 
-    def _score(self, outputs: EvalOutputs) -> Tensor:
-        self._check_head_matches(self._head, outputs)
-        shaped = ash(outputs.features.double(), **self.hyperparameters)
-        return energy(self._head.logits(shaped))
+    def _score_member(self, head: LinearHead, member: MemberOutputs) -> Tensor:
+        self._check_head_matches(head, member)
+        shaped = ash(member.features.double(), **self.hyperparameters)
+        return energy(head.logits(shaped))

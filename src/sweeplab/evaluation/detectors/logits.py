@@ -1,8 +1,10 @@
 """Detectors that read only the logits: MSP, MaxLogit, Energy, Entropy and ODIN.
 
 On ensembles, MSP, Entropy and ODIN use the mean member probability (the
-project's ensemble prediction, :func:`ensemble_log_probs`); MaxLogit and Energy
-are defined on logits, so they use the mean member logits.
+project's ensemble prediction, :func:`ensemble_log_probs`), ODIN also when it
+differentiates through the model; MaxLogit and Energy are defined on logits,
+which the mean probability does not have, so they use the mean member logits.
+For M = 1 every definition is the single model's.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ from sweeplab.metrics.classification import ensemble_log_probs
 
 
 class MSPDetector(Detector):
-    """Maximum softmax probability (Hendrycks & Gimpel, 2017): ``-max_c p(c|x)``."""
+    """Maximum softmax probability (Hendrycks & Gimpel, 2017): ``-max_c p(c|x)``.
+
+    For M > 1, ``p`` is the mean member probability.
+    """
 
     name = "msp"
 
@@ -34,7 +39,10 @@ class MSPDetector(Detector):
 
 
 class MaxLogitDetector(Detector):
-    """Maximum logit (Hendrycks et al., 2022): ``-max_c z_c``; unaffected by softmax saturation."""
+    """Maximum logit (Hendrycks et al., 2022): ``-max_c z_c``; unaffected by softmax saturation.
+
+    For M > 1, ``z`` is the mean of the member logits.
+    """
 
     name = "maxlogit"
 
@@ -43,7 +51,10 @@ class MaxLogitDetector(Detector):
 
 
 class EnergyDetector(Detector):
-    """Free energy (Liu et al., 2020): ``-T·logsumexp(z/T)``, T = 1 as in the paper."""
+    """Free energy (Liu et al., 2020): ``-T·logsumexp(z/T)``, T = 1 as in the paper.
+
+    For M > 1, ``z`` is the mean of the member logits.
+    """
 
     name = "energy"
     defaults: ClassVar[dict[str, Any]] = {"temperature": 1.0}
@@ -56,7 +67,7 @@ class EnergyDetector(Detector):
 
 
 class EntropyDetector(Detector):
-    """Predictive entropy ``-Σ p log p`` of the mean-probability prediction (nats)."""
+    """Predictive entropy ``-Σ p log p`` (nats); for M > 1 of the mean member probability."""
 
     name = "entropy"
 
@@ -78,7 +89,9 @@ class OdinDetector(Detector):
     The perturbation needs gradients through the model, so the full method runs in
     :meth:`score_inputs`; :meth:`score` works from cached logits and is therefore
     the ε = 0 variant. Defaults are the paper's T = 1000 and ε = 0.0014; ε is in
-    units of the model input (after ``preprocess``, i.e. normalised pixels).
+    units of the model input (after ``preprocess``, i.e. normalised pixels). For
+    M > 1 the confidence is the mean member probability ``S(x; T) = mean_m
+    softmax(z_m(x)/T)``, in the perturbation step too.
     """
 
     name = "odin"
@@ -125,6 +138,18 @@ class OdinDetector(Detector):
         """
         return score_odin_grid(logits_fn, batches, preprocess, [self.hyperparameters], device)[0]
 
+    @classmethod
+    def score_inputs_grid(
+        cls,
+        member_logits_fn: Callable[[Tensor], Tensor],
+        batches: Iterable[tuple[Tensor, Tensor]],
+        preprocess: Callable[[Tensor], Tensor],
+        settings: list[dict[str, Any]],
+        device: torch.device | str = "cpu",
+    ) -> list[Tensor]:
+        """Full ODIN scores per ``{temperature, epsilon}`` setting (:func:`score_odin_grid`)."""
+        return score_odin_grid(member_logits_fn, batches, preprocess, settings, device)
+
 
 def score_odin_grid(
     logits_fn: Callable[[Tensor], Tensor],
@@ -135,7 +160,9 @@ def score_odin_grid(
 ) -> list[Tensor]:
     """Full ODIN scores for several ``{temperature, epsilon}`` settings in one sweep.
 
-    Per batch, the unperturbed logits serve every ε = 0 setting, the input gradient is
+    ``logits_fn`` returns logits ``[B, C]`` or member logits ``[B, M, C]``; the
+    confidence, and the log-confidence the step climbs, is then the mean member
+    probability (:func:`odin_log_probs`), never a softmax of mean logits. Per batch, the unperturbed logits serve every ε = 0 setting, the input gradient is
     taken once per temperature, and each ε > 0 costs one more forward pass, so
     choosing (T, ε) on a grid costs a few passes, not a few per grid point.
     """
