@@ -19,8 +19,7 @@ import torch
 from torch import Tensor
 
 from sweeplab.files import atomic_write_bytes
-
-CACHE_DIR = "eval_cache"
+from sweeplab.tracking.layout import EVAL_CACHE_DIR as CACHE_DIR
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from sweeplab.evaluation.cache import (
+    CACHE_DIR,
     EvalOutputs,
     cache_file,
     cached_fingerprint,
@@ -258,7 +259,7 @@ class EvalPasses:
             artifacts.update(self._split(split))
         if HEAD_CACHE in needed:
             path = save_tensors(self.run_dir, HEAD_CACHE, head_cache(module))
-            artifacts["eval_cache/head"] = str(path)
+            artifacts[f"{CACHE_DIR}/{HEAD_CACHE}"] = str(path)
         model_detectors = self._model_detectors_needed()
         sets_needed = set(self._sets_needed())
         ood_images: dict[str, Tensor] = {}
@@ -284,7 +285,7 @@ class EvalPasses:
             keep = torch.randperm(len(outputs.labels), generator=generator)[: int(self.fit_limit)]
             outputs = outputs.subset(keep.sort().values)
         path = save_outputs(outputs, self.run_dir, split, self._split_fingerprint(split))
-        return {f"eval_cache/{split}": str(path)}
+        return {f"{CACHE_DIR}/{split}": str(path)}
 
     def _ood_set(
         self, name: str, set_cfg: DictConfig, write: bool, artifacts: dict[str, str]
@@ -308,7 +309,7 @@ class EvalPasses:
             images_by_cache[cache] = images
             if write:
                 outputs = self._collect(image_batches(images, self.datamodule.eval_batch_size))
-                artifacts[f"eval_cache/{cache}"] = str(
+                artifacts[f"{CACHE_DIR}/{cache}"] = str(
                     save_outputs(outputs, self.run_dir, cache, expected)
                 )
         return images_by_cache
@@ -333,7 +334,7 @@ class EvalPasses:
             SHIFT_CACHE,
             {"logits": logits, "labels": labels, "fingerprint": shift_fingerprint(self.eval_cfg)},
         )
-        return {"eval_cache/shift": str(path)}
+        return {f"{CACHE_DIR}/{SHIFT_CACHE}": str(path)}
 
     def _model_scores(self, detector: str, ood_images: dict[str, Tensor]) -> dict[str, str]:
         """A ``needs_model`` detector's scores for every set (ODIN: input gradients), with
@@ -379,7 +380,7 @@ class EvalPasses:
                 "fingerprint": self._model_fingerprint(detector),
             },
         )
-        return {f"eval_cache/{cache}": str(path)}
+        return {f"{CACHE_DIR}/{cache}": str(path)}
 
     def _member_logits(self, x: Tensor) -> Tensor:
         """Member logits ``[B, M, C]``: what ODIN differentiates through (by their mean

@@ -33,10 +33,9 @@ from sweeplab.metrics.classification import (
     ensemble_log_probs,
     nll,
 )
+from sweeplab.tracking.layout import PLOTS_DIR
 
 log = logging.getLogger(__name__)
-
-PLOTS_DIR = "plots"
 
 
 @dataclass
@@ -133,7 +132,7 @@ def _calibration(report, val, test, eval_cfg, run_dir: Path, plots: bool) -> Non
             after=bins.get("after_ts"),
             ece_after=report.metrics.get("test/cal/ece_ts"),
         )
-        report.artifacts["plots/reliability_test"] = str(Path(path).relative_to(run_dir))
+        report.artifacts[f"{PLOTS_DIR}/reliability_test"] = str(Path(path).relative_to(run_dir))
 
 
 def _ood(report, val, test, eval_cfg, run_dir: Path, plots: bool) -> None:
@@ -199,7 +198,9 @@ def _ood_plots(report, result, sets, eval_cfg, run_dir: Path) -> None:
             run_dir / PLOTS_DIR / f"ood_{ood_set.name}_scores.png",
             title=f"{histogram} scores: test vs {ood_set.name} ({ood_set.group})",
         )
-        report.artifacts[f"plots/ood_{ood_set.name}_scores"] = str(Path(path).relative_to(run_dir))
+        report.artifacts[f"{PLOTS_DIR}/ood_{ood_set.name}_scores"] = str(
+            Path(path).relative_to(run_dir)
+        )
         curves = {d: roc_curve(result.scores["id"][d], scores[d]) for d in detectors}
         path = roc_curve_plot(
             curves,
