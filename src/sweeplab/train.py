@@ -245,7 +245,7 @@ def _train_and_evaluate(
 
     last = ckpt_dir / LAST_CKPT
     if module.trains:
-        _fit(cfg, trainer, module, datamodule, last, loggers, record)
+        _fit(trainer, module, datamodule, last, loggers, record)
     else:
         log.info("regime %s does not train: evaluating it as built", module.regime_name)
         _save_built(module, last)
@@ -286,7 +286,7 @@ def _train_and_evaluate(
     return metrics
 
 
-def _fit(cfg: DictConfig, trainer, module, datamodule, last: Path, loggers, record) -> None:
+def _fit(trainer, module, datamodule, last: Path, loggers, record) -> None:
     """``trainer.fit``, resuming from ``last`` when an earlier attempt left it."""
     from sweeplab.tracking.loggers import csv_logger
 
