@@ -107,3 +107,16 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: dict | None =
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def basic_launcher_sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """``train -m seed=0,1`` (quick runs) on Hydra's basic launcher, once per session: the
+    store root and the command's result, which every other launcher must reproduce."""
+    from tests.test_sweeps import QUICK
+
+    root = tmp_path_factory.mktemp("basic_launcher")
+    args = ["train", "-m", "seed=0,1", *QUICK, "hydra/launcher=local", f"paths.root_dir={root}"]
+    result = run_cli(args, cwd=root, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root, result

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
 from tests.test_cli import records
 from tests.test_sweeps import QUICK, outcome_files
 
@@ -144,17 +143,11 @@ def _rooted(config: dict, root: Path) -> str:
 
 
 @pytest.mark.timeout(300)
-def test_ray_sweep_gives_the_runs_of_the_basic_launcher(tmp_path, ray_tmp):
+def test_ray_sweep_gives_the_runs_of_the_basic_launcher(tmp_path, ray_tmp, basic_launcher_sweep):
     """Same overrides on Hydra's basic launcher and on a local Ray: same runs, same numbers."""
     sweep = ["train", "-m", "seed=0,1", *QUICK]
-    basic_root, ray_root = tmp_path / "basic", tmp_path / "ray"
-    basic_root.mkdir()
-    basic = run_cli(
-        [*sweep, "hydra/launcher=local", f"paths.root_dir={basic_root}"],
-        cwd=basic_root,
-        timeout=240,
-    )
-    assert basic.returncode == 0, basic.stderr[-3000:]
+    basic_root, _ = basic_launcher_sweep
+    ray_root = tmp_path / "ray"
     on_ray = sweep_on_ray([*sweep, *LOCAL_RAY, f"paths.root_dir={ray_root}"], ray_root, ray_tmp)
     assert on_ray.returncode == 0, on_ray.stderr[-3000:]
     assert "Started a local Ray instance" in on_ray.stderr
@@ -179,24 +172,30 @@ def test_ray_sweep_gives_the_runs_of_the_basic_launcher(tmp_path, ray_tmp):
 
 
 @pytest.mark.timeout(300)
-def test_failing_job_under_ray_is_named_and_fails_the_command(tmp_path, ray_tmp):
-    """A job that fails on a Ray worker is recorded and counted; the other one completes."""
+def test_ray_sweep_joins_a_running_cluster_and_a_failing_job_fails_only_itself(tmp_path, ray_tmp):
+    """address=auto joins a `ray start` cluster (the plugin's own default object store size
+    makes ray.init refuse to join; the preset's null avoids it); a job that fails on a Ray
+    worker is recorded and counted, the other one completes, and the command fails."""
     result = sweep_on_ray(
         [
             "train",
             "-m",
-            *LOCAL_RAY,
+            "hydra/launcher=ray",
+            "hydra.launcher.ray.init.address=auto",
             "regime.optimizer.lr=-1,0.01",
             *QUICK,
             f"paths.root_dir={tmp_path}",
         ],
         tmp_path,
         ray_tmp,
+        head=True,
     )
     assert result.returncode == 1, result.stderr[-3000:]
+    assert "Connected to Ray cluster" in result.stderr
+    assert "Started a local Ray instance" not in result.stderr
     found = {r["config"]["regime"]["optimizer"]["lr"]: r for r in records(tmp_path)}
     assert sorted(found) == [-1, 0.01]
-    assert found[0.01]["status"] == "complete"
+    assert found[0.01]["status"] == "complete" and found[0.01]["metrics"]["test/cls/acc"] > 0
     failed = found[-1]
     assert failed["status"] == "failed"
     assert "lr must be > 0" in failed["error"]
@@ -211,29 +210,3 @@ def test_failing_job_under_ray_is_named_and_fails_the_command(tmp_path, ray_tmp)
     }
     assert outcomes[failed["run_id"]]["status"] == "failed"
     assert outcomes[failed["run_id"]]["error"] == failed["error"]
-
-
-@pytest.mark.timeout(300)
-def test_ray_sweep_joins_a_running_cluster_with_address_auto(tmp_path, ray_tmp):
-    """address=auto joins a `ray start` cluster (the plugin's own default object store
-    size makes ray.init refuse to join; the preset's null avoids it)."""
-    result = sweep_on_ray(
-        [
-            "train",
-            "-m",
-            "hydra/launcher=ray",
-            "hydra.launcher.ray.init.address=auto",
-            "seed=0",
-            *QUICK,
-            f"paths.root_dir={tmp_path}",
-        ],
-        tmp_path,
-        ray_tmp,
-        head=True,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Connected to Ray cluster" in result.stderr
-    assert "Started a local Ray instance" not in result.stderr
-    (record,) = records(tmp_path)
-    assert record["status"] == "complete" and record["metrics"]["test/cls/acc"] > 0
-    assert "sweep: 1 runs — 1 complete, 0 already complete (skipped), 0 failed" in result.stdout

@@ -79,14 +79,11 @@ def slurm_env(rank: int, port: int) -> dict[str, str]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_submitit_local_sweep_gives_the_runs_of_the_basic_launcher(tmp_path):
-    args = ["train", "-m", "seed=0,1", *QUICK]
+def test_submitit_local_sweep_gives_the_runs_of_the_basic_launcher(tmp_path, basic_launcher_sweep):
     on_submitit = ["train", "-m", *SUBMITIT, "seed=0,1", *QUICK]
-    basic, submitit = tmp_path / "basic", tmp_path / "submitit"
-    basic.mkdir()
+    basic, first = basic_launcher_sweep
+    submitit = tmp_path / "submitit"
     submitit.mkdir()
-    first = run_cli([*args, f"paths.root_dir={basic}"], cwd=basic, timeout=240)
-    assert first.returncode == 0, first.stderr[-3000:]
     second = run_cli([*on_submitit, f"paths.root_dir={submitit}"], cwd=submitit, timeout=240)
     assert second.returncode == 0, second.stderr[-3000:]
     summary = "sweep: 2 runs — 2 complete, 0 already complete (skipped), 0 failed"
@@ -167,8 +164,13 @@ def test_lightning_takes_ddp_ranks_from_slurm_instead_of_relaunching(tmp_path, m
     from lightning_fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
     from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
     from sweeplab.train import _is_rank_zero
 
+    # Setting up the strategy as rank 1 sets Lightning's process-wide rank; later tests
+    # in this process must see rank 0 again, or every logger turns into a no-op.
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "GROUP_RANK", "JSM_NAMESPACE_RANK"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # launch() leaves this process's threads alone
