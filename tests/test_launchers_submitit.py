@@ -163,7 +163,6 @@ def test_lightning_takes_ddp_ranks_from_slurm_instead_of_relaunching(tmp_path, m
     from hydra.utils import instantiate
     from lightning_fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
     from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
-
     from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
     from sweeplab.train import _is_rank_zero
