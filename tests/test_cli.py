@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 
 import pytest
@@ -138,12 +137,11 @@ def test_help_and_unknown_command(tmp_path):
     assert result.returncode == 2 and "unknown command" in result.stderr
 
 
-def test_train_help_lists_the_groups_and_the_registered_regimes(capsys, monkeypatch):
-    from sweeplab.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["sweeplab"])
-    assert main(["train", "--help"]) == 0
-    out = capsys.readouterr().out
+def test_train_help_lists_the_groups_and_the_registered_regimes(tmp_path):
+    # Its own process: Hydra's help leaves global Hydra state behind in the one it runs in.
+    result = run_cli(["train", "--help"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
     assert "regime: erm" in out  # Hydra's group listing
     regimes = out.split("== Regimes (regime=<name>) ==")[1]
     assert regimes.split()[0] == "erm" and "cross-entropy" in regimes
