@@ -3,11 +3,13 @@
 Each calibrator minimises the NLL of the validation labels with L-BFGS in
 float64, starting from the identity map, i.e. from the uncalibrated model.
 Fitting on the test split raises: test numbers must not have touched any fit.
-For an ensemble, pass the log of the mean member probability as the logits.
+For an ensemble, pass the log of the mean member probability as the logits, or
+scale each member first (:class:`MemberwiseTemperatureScaling`).
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Self
 
@@ -145,6 +147,48 @@ class MatrixScaling(_Calibrator):
         weight = params["weight"]
         off_diagonal = weight - torch.diag(torch.diagonal(weight))
         return self.l2 * (off_diagonal.pow(2).sum() + params["bias"].pow(2).sum())
+
+
+class MemberwiseTemperatureScaling:
+    """One temperature per ensemble member, fitted on that member's logits, then ``p̄``.
+
+    ``log (1/M) Σ_m softmax(z_m / T_m)``: each member is calibrated before the
+    probabilities are averaged, the alternative to one temperature on the pooled
+    ensemble (``log p̄ / T``), which ensembles of already-calibrated or
+    under-confident members (mixup, Wen et al. 2021) may need less or more.
+    """
+
+    def __init__(self, max_iter: int = 100) -> None:
+        self.max_iter = max_iter
+        self.members: list[TemperatureScaling] = []
+
+    def fit(self, member_logits: Tensor, labels: Tensor, split: str) -> Self:
+        """Fit each member's temperature on ``member_logits [N, M, C]`` of ``split`` (not test)."""
+        if member_logits.ndim != 3:
+            raise ValueError(f"expected member logits [N, M, C], got {tuple(member_logits.shape)}")
+        self.members = [
+            TemperatureScaling(self.max_iter).fit(member_logits[:, m], labels, split=split)
+            for m in range(member_logits.shape[1])
+        ]
+        return self
+
+    @property
+    def temperatures(self) -> list[float]:
+        if not self.members:
+            raise RuntimeError("MemberwiseTemperatureScaling is not fitted: call fit on val first")
+        return [member.temperature for member in self.members]
+
+    def transform(self, member_logits: Tensor) -> Tensor:
+        """Log of the mean calibrated member probability, ``[N, C]`` float64."""
+        temperatures = torch.tensor(self.temperatures, dtype=torch.float64)
+        if member_logits.ndim != 3 or member_logits.shape[1] != len(temperatures):
+            raise ValueError(
+                f"fitted on M={len(temperatures)} members, got member logits "
+                f"{tuple(member_logits.shape)}"
+            )
+        scaled = member_logits.detach().double() / temperatures[None, :, None]
+        log_probs = torch.log_softmax(scaled, dim=-1)
+        return torch.logsumexp(log_probs, dim=1) - math.log(len(temperatures))
 
 
 CALIBRATORS: dict[str, type[_Calibrator]] = {

@@ -164,3 +164,42 @@ def roc_curve_plot(
     axes.set_aspect("equal")
     axes.legend(loc="lower right", fontsize="small")
     return _save(figure, path)
+
+
+KIND_COLORS = {"member": "tab:gray", "member mean": "tab:blue", "ensemble": "tab:orange"}
+
+
+def ensemble_members_plot(
+    rows: Sequence[Mapping[str, object]],
+    path: str | os.PathLike,
+    title: str,
+    diversity: Mapping[str, float] | None = None,
+) -> Path:
+    """Bars per member, member mean and ensemble, one panel per metric.
+
+    ``rows`` are :func:`sweeplab.evaluation.ensemble_summary.comparison_rows`;
+    ``diversity`` numbers, if given, are written under the title.
+    """
+    metrics = list(dict.fromkeys(str(row["metric"]) for row in rows))
+    if not metrics:
+        raise ValueError("no member or ensemble metrics to plot")
+    panels = {metric: [row for row in rows if row["metric"] == metric] for metric in metrics}
+    widest = max(len(shown) for shown in panels.values())
+    figure = Figure(figsize=(SIZE * 0.9 * len(metrics), SIZE), layout="constrained")
+    axes = figure.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, (metric, shown) in zip(axes, panels.items(), strict=True):
+        # bars keep one width across panels; a panel with fewer bars centres them
+        positions = np.arange(len(shown)) + (widest - len(shown)) / 2
+        values = [float(row["value"]) for row in shown]
+        colors = [KIND_COLORS.get(str(row["kind"]), "tab:gray") for row in shown]
+        bars = ax.bar(positions, values, color=colors)
+        ax.bar_label(bars, fmt="%.3g", fontsize="x-small")
+        ax.set_xlim(-0.6, widest - 0.4)
+        names = [str(row["model"]) for row in shown]
+        ax.set_xticks(positions, names, rotation=45, ha="right", fontsize="small")
+        ax.set_title(metric)
+        ax.set_ylim(0, max(max(values), 1e-6) * 1.15)  # room for the labels
+    if diversity:
+        title += "\n" + ", ".join(f"{name} {value:.3g}" for name, value in diversity.items())
+    figure.suptitle(title, fontsize="medium")
+    return _save(figure, path)

@@ -2,8 +2,11 @@
 
 Classification and calibration on val and test (calibrators fitted on val), OOD
 detection on every configured set, accuracy/NLL/ECE under every corruption, and
-the plots of all three. ``sweeplab train`` calls this after its forward passes;
-``sweeplab eval`` calls it again with a changed ``eval`` config.
+the plots of all three. Models with M ≥ 2 members also get ``ens/…`` (every
+member's own metrics, their mean, the members' diversity), temperatures fitted
+per member (``test/cal/*_ts_members``) and ``plots/ensemble_members.png``.
+``sweeplab train`` calls this after its forward passes; ``sweeplab eval`` calls it
+again with a changed ``eval`` config.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ class EvalReport:
 # Prefixes of evaluation metrics: OOD detection, dataset shift, and the ``ens/`` and
 # ``nas/`` metrics that regimes with several members are evaluated on.
 EVAL_PREFIXES = ("ood/", "shift/", "ens/", "nas/")
+# The family each per-member metric goes under, as the ensemble's own does.
+MEMBER_FAMILIES = {"acc": "cls", "nll": "cls", "brier": "cls", "ece": "cal", "conf_gap": "cal"}
 
 
 def is_eval_metric(key: str) -> bool:
@@ -81,16 +86,56 @@ def evaluate_cached(run_dir: Path, eval_cfg: DictConfig) -> EvalReport:
         report.metrics.update(classification_metrics(outputs.member_logits, outputs.labels, split))
     plots = bool(eval_cfg.get("plots", True))
     _calibration(report, val, test, eval_cfg, run_dir, plots)
+    if test.num_members > 1:
+        _members(report, val, test, eval_cfg)
     if ood_set_configs(eval_cfg) and eval_cfg.ood.get("detectors"):
         _ood(report, val, test, eval_cfg, run_dir, plots)
     if eval_cfg.get("shift") and eval_cfg.shift.get("corruptions"):
         _shift(report, eval_cfg, run_dir)
+    if plots and test.num_members > 1:
+        _members_plot(report, run_dir)
     return report
 
 
+def _members(report, val, test, eval_cfg) -> None:
+    """``ens/member_<m>/<split>/…``, ``ens/member_mean/<split>/…`` and ``ens/<split>/…``."""
+    from sweeplab.metrics.ensemble import diversity_metrics, member_metrics
+
+    n_bins = int(eval_cfg.calibration.get("n_bins", 15))
+    for split, outputs in (("val", val), ("test", test)):
+        members = member_metrics(outputs.member_logits, outputs.labels, n_bins=n_bins)
+        for name in members[0]:
+            family = MEMBER_FAMILIES[name]
+            for m, values in enumerate(members):
+                report.metrics[f"ens/member_{m}/{split}/{family}/{name}"] = values[name]
+            report.metrics[f"ens/member_mean/{split}/{family}/{name}"] = _mean(
+                values[name] for values in members
+            )
+        for name, value in diversity_metrics(outputs.member_logits).items():
+            report.metrics[f"ens/{split}/{name}"] = value
+
+
+def _members_plot(report, run_dir: Path) -> None:
+    from sweeplab.evaluation.ensemble_summary import comparison_rows, diversity
+    from sweeplab.evaluation.plots import ensemble_members_plot
+
+    relative = Path(PLOTS_DIR) / "ensemble_members.png"
+    ensemble_members_plot(
+        comparison_rows(report.metrics, "test"),
+        run_dir / relative,
+        title="test: members vs ensemble",
+        diversity=diversity(report.metrics, "test"),
+    )
+    report.artifacts[f"{PLOTS_DIR}/ensemble_members"] = str(relative)
+
+
 def _calibration(report, val, test, eval_cfg, run_dir: Path, plots: bool) -> None:
-    from sweeplab.evaluation.calibrators import CALIBRATORS
-    from sweeplab.metrics.calibration import calibration_metrics, reliability_bins
+    from sweeplab.evaluation.calibrators import CALIBRATORS, MemberwiseTemperatureScaling
+    from sweeplab.metrics.calibration import (
+        calibration_metrics,
+        confidence_gap,
+        reliability_bins,
+    )
 
     n_bins = int(eval_cfg.calibration.get("n_bins", 15))
     val_log_probs = ensemble_log_probs(val.member_logits).float()
@@ -100,6 +145,7 @@ def _calibration(report, val, test, eval_cfg, run_dir: Path, plots: bool) -> Non
         ("test", test_log_probs, test.labels),
     ):
         report.metrics.update(calibration_metrics(log_probs, labels, split, n_bins=n_bins))
+        report.metrics[f"{split}/cal/conf_gap"] = confidence_gap(log_probs.exp(), labels)
     bins = {"before": reliability_bins(test_log_probs.exp(), test.labels, n_bins)}
     calibration: dict[str, Any] = {"fit_split": "val", "n_bins": n_bins}
     for name in eval_cfg.calibration.get("calibrators") or []:
@@ -110,13 +156,18 @@ def _calibration(report, val, test, eval_cfg, run_dir: Path, plots: bool) -> Non
             )
         calibrator = CALIBRATORS[name]().fit(val_log_probs, val.labels, split="val")
         calibrated = torch.log_softmax(calibrator.transform(test_log_probs), dim=1)
-        report.metrics.update(
-            calibration_metrics(calibrated, test.labels, "test", suffix=f"_{name}", n_bins=n_bins)
-        )
-        bins[f"after_{name}"] = reliability_bins(calibrated.exp(), test.labels, n_bins)
+        _calibrated(report, bins, calibrated, test.labels, f"_{name}", n_bins)
         if name == "ts":
             report.metrics["val/cal/temperature"] = float(calibrator.temperature)
             calibration["temperature"] = float(calibrator.temperature)
+        if name == "ts" and test.num_members > 1:
+            # The alternative for ensembles: scale each member, then average.
+            members = MemberwiseTemperatureScaling().fit(val.member_logits, val.labels, "val")
+            calibrated = members.transform(test.member_logits)
+            _calibrated(report, bins, calibrated, test.labels, "_ts_members", n_bins)
+            for m, temperature in enumerate(members.temperatures):
+                report.metrics[f"ens/member_{m}/val/cal/temperature"] = temperature
+            calibration["member_temperatures"] = members.temperatures
     report.details["calibration"] = calibration
     relative = Path(PLOTS_DIR) / "reliability_test.json"
     atomic_write_text(run_dir / relative, json.dumps(bins, indent=1))
@@ -133,6 +184,19 @@ def _calibration(report, val, test, eval_cfg, run_dir: Path, plots: bool) -> Non
             ece_after=report.metrics.get("test/cal/ece_ts"),
         )
         report.artifacts[f"{PLOTS_DIR}/reliability_test"] = str(Path(path).relative_to(run_dir))
+
+
+def _calibrated(report, bins, log_probs, labels, suffix: str, n_bins: int) -> None:
+    """``test/cal/<metric><suffix>`` and the reliability bins of calibrated predictions."""
+    from sweeplab.metrics.calibration import (
+        calibration_metrics,
+        confidence_gap,
+        reliability_bins,
+    )
+
+    report.metrics.update(calibration_metrics(log_probs, labels, "test", suffix, n_bins=n_bins))
+    report.metrics[f"test/cal/conf_gap{suffix}"] = confidence_gap(log_probs.exp(), labels)
+    bins[f"after{suffix}"] = reliability_bins(log_probs.exp(), labels, n_bins)
 
 
 def _ood(report, val, test, eval_cfg, run_dir: Path, plots: bool) -> None:

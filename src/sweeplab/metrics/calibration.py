@@ -115,6 +115,17 @@ def classwise_calibration_error(probs: Tensor, labels: Tensor, n_bins: int = 15)
     return ((observed - total).abs().sum() / (n * classes)).item()
 
 
+def confidence_gap(probs: Tensor, labels: Tensor) -> float:
+    """Signed top-label gap: mean confidence ``(1/N) Σ_n max_c p_c(x_n)`` minus accuracy.
+
+    Positive is over-confident, negative under-confident (ECE hides the sign);
+    Wen et al. 2021 find ensembles of mixup-trained members under-confident.
+    """
+    probs, labels = _check(probs, labels, 1)
+    confidence, correct = _top_label(probs, labels)
+    return (confidence.mean() - correct.mean()).item()
+
+
 def reliability_bins(
     probs: Tensor, labels: Tensor, n_bins: int = 15
 ) -> dict[str, list[float | int | None]]:

@@ -40,6 +40,7 @@ from sweeplab.evaluation.detectors.logits import (
     EntropyDetector,
     MaxLogitDetector,
     MSPDetector,
+    MutualInformationDetector,
     OdinDetector,
 )
 
@@ -51,6 +52,7 @@ DETECTORS: dict[str, type[Detector]] = {
         EnergyDetector,
         EntropyDetector,
         OdinDetector,
+        MutualInformationDetector,
         MahalanobisDetector,
         KNNDetector,
         ViMDetector,
@@ -82,6 +84,7 @@ __all__ = [
     "MaxLogitDetector",
     "MemberOutputs",
     "MemberwiseDetector",
+    "MutualInformationDetector",
     "NotFittedError",
     "OdinDetector",
     "ReActDetector",

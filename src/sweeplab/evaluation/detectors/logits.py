@@ -1,10 +1,12 @@
-"""Detectors that read only the logits: MSP, MaxLogit, Energy, Entropy and ODIN.
+"""Detectors that read only the logits: MSP, MaxLogit, Energy, Entropy, ODIN, mutual information.
 
 On ensembles, MSP, Entropy and ODIN use the mean member probability (the
 project's ensemble prediction, :func:`ensemble_log_probs`), ODIN also when it
-differentiates through the model; MaxLogit and Energy are defined on logits,
-which the mean probability does not have, so they use the mean member logits.
-For M = 1 every definition is the single model's.
+differentiates through the model; so Entropy on an ensemble is the predictive
+entropy ``H(p̄)``. MaxLogit and Energy are defined on logits, which the mean
+probability does not have, so they use the mean member logits. For M = 1 every
+definition is the single model's. Mutual information, the members' disagreement,
+exists only for ensembles.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from sweeplab.evaluation.detectors.base import (
     positive_number,
 )
 from sweeplab.metrics.classification import ensemble_log_probs
+from sweeplab.metrics.ensemble import mutual_information_per_sample
 
 
 class MSPDetector(Detector):
@@ -67,7 +70,11 @@ class EnergyDetector(Detector):
 
 
 class EntropyDetector(Detector):
-    """Predictive entropy ``-Σ p log p`` (nats); for M > 1 of the mean member probability."""
+    """Predictive entropy ``-Σ p log p`` (nats); for M > 1 of the mean member probability.
+
+    On an ensemble this is the total uncertainty ``H(p̄)``, which is the expected
+    member entropy plus the mutual information (:class:`MutualInformationDetector`).
+    """
 
     name = "entropy"
 
@@ -75,6 +82,23 @@ class EntropyDetector(Detector):
         log_probs = ensemble_log_probs(outputs.member_logits)
         probs = log_probs.exp()
         return -torch.where(probs > 0, probs * log_probs, 0.0).sum(dim=1)
+
+
+class MutualInformationDetector(Detector):
+    """Mutual information ``H(p̄) − (1/M) Σ_m H(p_m)`` (nats), for ensembles only.
+
+    The part of the predictive entropy that comes from the members disagreeing
+    (epistemic uncertainty, Depeweg et al. 2018; used for OOD detection by
+    Lakshminarayanan et al. 2017 and Malinin & Gales 2018): members trained apart
+    tend to agree in distribution and disagree off it. Zero for identical members,
+    so a single model has no such score.
+    """
+
+    name = "mutual_info"
+    ensemble_only = True
+
+    def _score(self, outputs: EvalOutputs) -> Tensor:
+        return mutual_information_per_sample(outputs.member_logits)
 
 
 def odin_log_probs(logits: Tensor, temperature: float) -> Tensor:
