@@ -16,7 +16,9 @@ import pandas as pd
 
 from sweeplab.tracking.layout import METRICS_FILE, PLOTS_DIR
 from sweeplab.tracking.metrics_csv import read_metrics_csv
-from sweeplab.tracking.store import MISSING, RunEntry, config_value
+from sweeplab.tracking.store import MISSING, RunEntry, override_values
+from sweeplab.tracking.store import metric_number as _number
+from sweeplab.tracking.store import setting as store_setting
 
 # The metrics the runs table shows when some listed run has them.
 KEY_METRICS = (
@@ -34,26 +36,9 @@ RELIABILITY_FILE = f"{PLOTS_DIR}/reliability_test.json"
 # --------------------------------------------------------------------------- overrides
 
 
-def _override_pairs(entry: RunEntry) -> dict[str, str]:
-    pairs = {}
-    for text in entry.overrides:
-        key, sep, value = text.partition("=")
-        if sep and not key.startswith("hydra"):
-            pairs[key.strip().lstrip("+~")] = value.strip()
-    return pairs
-
-
 def setting(entry: RunEntry, key: str) -> str:
-    """The value a run has for ``key``: its override, its group choice, or its config."""
-    pairs = _override_pairs(entry)
-    if key in pairs:
-        return pairs[key]
-    choices = (entry.record or {}).get("choices")
-    if isinstance(choices, dict) and key in choices:
-        return str(choices[key])
-    value = config_value(entry.config, key)
-    if isinstance(value, dict) and "name" in value:
-        value = value["name"]
+    """The value a run has for ``key`` as text: its override, its group choice, or its config."""
+    value = store_setting(entry, key)
     return "" if value is MISSING else str(value)
 
 
@@ -62,20 +47,11 @@ def varying_keys(entries: Sequence[RunEntry]) -> list[str]:
     readable = [e for e in entries if e.record is not None]
     keys: list[str] = []
     for entry in readable:
-        keys.extend(k for k in _override_pairs(entry) if k not in keys)
+        keys.extend(k for k in override_values(entry) if k not in keys)
     return [k for k in keys if len({setting(e, k) for e in readable}) > 1]
 
 
 # --------------------------------------------------------------------------- runs table
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        return float(value)  # the record writes NaN and infinities as strings
-    except ValueError:
-        return None
 
 
 def present_metrics(entries: Sequence[RunEntry], wanted: Sequence[str] = KEY_METRICS) -> list[str]:

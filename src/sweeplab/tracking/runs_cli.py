@@ -21,7 +21,7 @@ from typing import Any
 from tabulate import tabulate
 
 from sweeplab.tracking import layout
-from sweeplab.tracking.store import RUN_STATUSES, RunEntry, filter_runs, scan_store
+from sweeplab.tracking.store import RUN_STATUSES, RunEntry, UnknownSweepError, select
 from sweeplab.tracking.sweeps import OUTCOME_STATUSES, SWEEPS_DIR, Sweep, scan_sweeps
 
 DEFAULT_METRICS = ("test/cls/acc", "test/cls/nll", "test/cls/brier", "val/cls/acc")
@@ -250,11 +250,6 @@ def list_sweeps(sweeps: Sequence[Sweep], runs_dir: Path, fmt: str) -> int:
     return 0
 
 
-def runs_of_sweep(entries: Sequence[RunEntry], sweep: Sweep) -> list[RunEntry]:
-    run_ids = sweep.run_ids
-    return [e for e in entries if e.run_id in run_ids]
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -279,18 +274,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.by_sweep:
         return list_sweeps(scan_sweeps(runs_dir), runs_dir, args.format)
-    entries = scan_store(runs_dir)
-    if args.sweep is not None:
-        sweeps = {s.name: s for s in scan_sweeps(runs_dir)}
-        if args.sweep not in sweeps:
-            known = ", ".join(sweeps) or "none"
-            print(
-                f"{parser.prog}: error: no sweep {args.sweep!r} (known: {known})", file=sys.stderr
-            )
-            return 2
-        entries = runs_of_sweep(entries, sweeps[args.sweep])
     try:
-        listed = filter_runs(entries, status=args.status, where=args.filters)
+        entries, listed = select(runs_dir, status=args.status, where=args.filters, sweep=args.sweep)
+    except UnknownSweepError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
     except ValueError as exc:
         parser.print_usage(sys.stderr)
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)

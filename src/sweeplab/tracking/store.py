@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -161,11 +161,15 @@ def created_at(entry: RunEntry) -> float:
         return math.inf
 
 
-def scan_store(runs_dir: str | os.PathLike) -> list[RunEntry]:
+def scan_store(
+    runs_dir: str | os.PathLike, read: Callable[[Path], RunEntry | None] = read_entry
+) -> list[RunEntry]:
     """Every run in ``<runs_dir>/<name>/<run_id>/``, oldest first (then by path).
 
     A missing ``runs_dir`` is an empty store. Directories that cannot be listed
-    become entries with a ``problem`` instead of an exception.
+    become entries with a ``problem`` instead of an exception. ``read`` turns one
+    run directory into its entry; a caller that keeps entries between scans (the
+    dashboard's index) passes a reader that rereads only changed records.
     """
     root = Path(runs_dir)
     if not root.is_dir():
@@ -182,7 +186,7 @@ def scan_store(runs_dir: str | os.PathLike) -> list[RunEntry]:
             entries.append(RunEntry(name_dir, None, f"{name_dir}: cannot list ({exc})"))
             continue
         for run_dir in run_dirs:
-            entry = read_entry(run_dir)
+            entry = read(run_dir)
             if entry is not None:
                 entries.append(entry)
     entries.sort(key=lambda e: (created_at(e), str(e.path)))
@@ -330,3 +334,75 @@ def filter_runs(
     for text in where:
         _split_filter(text)  # fail on a malformed filter even when the store is empty
     return [e for e in entries if (status is None or e.status == status) and matches(e, where)]
+
+
+class UnknownSweepError(ValueError):
+    """A sweep name that is no directory under ``<runs_dir>/_sweeps/``."""
+
+
+def select(
+    runs_dir: str | os.PathLike,
+    *,
+    status: str | None = None,
+    where: Sequence[str] = (),
+    sweep: str | None = None,
+) -> tuple[list[RunEntry], list[RunEntry]]:
+    """The runs in scope (the whole store, or one sweep's runs) and those of them that match.
+
+    This is the one selection behind ``sweeplab runs``, :func:`sweeplab.load_runs` and
+    run selectors; both lists are returned so a listing can say "3 of 10".
+    """
+    entries = scan_store(runs_dir)
+    if sweep is not None:
+        from sweeplab.tracking.sweeps import scan_sweeps  # Hydra's callback API: only when asked
+
+        sweeps = {s.name: s for s in scan_sweeps(runs_dir)}
+        if sweep not in sweeps:
+            known = ", ".join(sweeps) or "none"
+            raise UnknownSweepError(f"no sweep {sweep!r} (known: {known})")
+        run_ids = sweeps[sweep].run_ids
+        entries = [e for e in entries if e.run_id in run_ids]
+    return entries, filter_runs(entries, status=status, where=where)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def override_values(entry: RunEntry) -> dict[str, str]:
+    """``key → value text`` of the run's overrides, leaving out Hydra's own settings."""
+    pairs = {}
+    for text in entry.overrides:
+        key, sep, value = text.partition("=")
+        key = key.strip().lstrip("+~")
+        if sep and key and not key.startswith(("hydra.", "hydra/")):
+            pairs[key] = value.strip()
+    return pairs
+
+
+def setting(entry: RunEntry, key: str) -> Any:
+    """The value a run has for ``key``: its override's text, else its group choice, else its
+    config value (a group's ``name``); ``MISSING`` when it has none.
+
+    A run that got a value by default thus has it too, so runs with and without the
+    override line up in one column.
+    """
+    pairs = override_values(entry)
+    if key in pairs:
+        return pairs[key]
+    choices = (entry.record or {}).get("choices")
+    if isinstance(choices, dict) and key in choices:
+        return choices[key]
+    value = config_value(entry.config, key)
+    if isinstance(value, dict) and "name" in value:
+        value = value["name"]
+    return value
+
+
+def metric_number(value: Any) -> float | None:
+    """A recorded metric as a float (the record writes NaN and infinities as strings)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
