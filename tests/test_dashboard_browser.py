@@ -316,6 +316,19 @@ def test_app_compares_recipes_averaged_over_seeds(small_store, monkeypatch):
     assert summary.loc["augment=mixup", "test/cls/acc mean"] == pytest.approx(0.925)
 
 
+def test_app_shows_an_ensembles_members_and_opens_its_sources(small_store, monkeypatch):
+    from .test_dashboard_data import make_ensemble_run
+
+    make_ensemble_run(small_store, "ens9", ["r0", "r1", "gone0000"])
+    at = _app(small_store, monkeypatch, page="Run", run="ens9")
+    assert {"Members vs ensemble", "Made from"} <= {h.value for h in at.subheader}
+    buttons = {b.label: b for b in at.button}
+    assert buttons["gone0000"].disabled and not buttons["r1"].disabled
+    buttons["r1"].click().run()
+    assert at.session_state["run"] == "r1" and not at.exception
+    assert "Members vs ensemble" not in {h.value for h in at.subheader}
+
+
 def test_tables_page_renders_a_spec_from_the_store(dashboard, browser, tmp_path):
     page = browser.new_page(viewport={"width": 1400, "height": 1200})
     page.goto(f"{dashboard}/?page=Tables", timeout=TIMEOUT_MS)

@@ -310,6 +310,73 @@ def test_pictures_are_the_pngs_under_plots(tmp_path):
     ]
 
 
+# --------------------------------------------------------------------------- ensembles
+
+ENSEMBLE_METRICS = {
+    "test/cls/acc": 0.95,
+    "test/cls/nll": 0.20,
+    "test/cal/ece": 0.03,
+    "ood/near/energy/auroc": 0.81,
+    "ood/near/msp/auroc": 0.79,
+    **{f"ens/member_{m}/test/cls/acc": 0.90 + m / 100 for m in range(3)},
+    **{f"ens/member_{m}/test/cls/nll": 0.30 + m / 100 for m in range(3)},
+    **{f"ens/member_{m}/test/cal/ece": 0.05 for m in range(3)},
+    "ens/member_mean/test/cls/acc": 0.91,
+    "ens/member_mean/test/cls/nll": 0.31,
+    "ens/member_mean/test/cal/ece": 0.05,
+    "ens/test/disagreement": 0.12,
+    "ens/test/mutual_info": 0.04,
+    "ens/val/disagreement": 0.11,
+}
+
+
+def make_ensemble_run(runs_dir: Path, run_id: str, sources: list[str]) -> Path:
+    """A run made from other runs: member metrics and the ids it was made from."""
+    run_dir = make_run(runs_dir, run_id, ["regime=ensemble"], ENSEMBLE_METRICS)
+    record = json.loads((run_dir / "record.json").read_text())
+    record["sources"] = sorted(sources)
+    write_record(run_dir, record)
+    return run_dir
+
+
+def test_members_chart_data_has_each_member_their_mean_and_the_ensemble(tmp_path):
+    from sweeplab.evaluation.ensemble_summary import comparison_frame, diversity_frame
+
+    run_dir = make_ensemble_run(tmp_path / "runs", "ens0", ["r1", "r0"])
+    (entry,) = scan_store(tmp_path / "runs")
+    assert entry.record["sources"] == ["r0", "r1"] and entry.path == run_dir
+    frame = comparison_frame(entry.metrics)
+    acc = frame[frame["metric"] == "acc"]
+    assert list(acc["model"]) == ["member 0", "member 1", "member 2", "member mean", "ensemble"]
+    assert list(acc["kind"]) == ["member"] * 3 + ["member mean", "ensemble"]
+    assert list(acc["value"]) == pytest.approx([0.90, 0.91, 0.92, 0.91, 0.95])
+    assert list(dict.fromkeys(frame["metric"])) == [
+        "acc", "nll", "ece", "near-OOD AUROC (energy)",
+    ]  # fmt: skip
+    auroc = frame[frame["metric"] == "near-OOD AUROC (energy)"]
+    assert auroc.to_dict("records") == [
+        {"model": "ensemble", "kind": "ensemble", "metric": "near-OOD AUROC (energy)",
+         "value": 0.81}
+    ]  # fmt: skip
+    spread = diversity_frame(entry.metrics).set_index("diversity")
+    assert spread.loc["disagreement", "test"] == 0.12 and spread.loc["disagreement", "val"] == 0.11
+    assert spread.loc["mutual_info", "test"] == 0.04
+    assert list(spread.index) == ["disagreement", "mutual_info"]
+
+
+def test_members_chart_data_is_empty_for_a_single_model(tmp_path):
+    from sweeplab.evaluation.ensemble_summary import comparison_frame, has_members
+
+    metrics = {"test/cls/acc": 0.9, "ood/near/msp/auroc": 0.7}
+    assert not has_members(metrics)
+    frame = comparison_frame(metrics)
+    assert list(frame["model"]) == ["ensemble", "ensemble"]  # the model itself, no members
+    assert list(frame["metric"]) == ["acc", "near-OOD AUROC (msp)"]
+    assert comparison_frame({}).empty and list(comparison_frame({}).columns) == [
+        "model", "kind", "metric", "value",
+    ]  # fmt: skip
+
+
 # --------------------------------------------------------------------------- launcher
 
 

@@ -20,6 +20,7 @@ import streamlit as st
 
 from sweeplab.dashboard import tables
 from sweeplab.dashboard.index import StoreIndex
+from sweeplab.evaluation import ensemble_summary
 from sweeplab.tracking import layout
 from sweeplab.tracking.store import RUN_STATUSES, RunEntry, filter_runs
 
@@ -178,6 +179,68 @@ def _curves_chart(data: pd.DataFrame, columns: list[str], color: str | None = No
     return alt.Chart(long).mark_line(point=True).encode(**encoding).properties(height=300)
 
 
+def _members_chart(rows: pd.DataFrame) -> alt.FacetChart:
+    """Grouped bars, one panel per metric: each member, the member mean, the ensemble."""
+    kinds = [ensemble_summary.MEMBER_MEAN, ensemble_summary.ENSEMBLE]
+    bars = (
+        alt.Chart(rows)
+        .mark_bar()
+        .encode(
+            x=alt.X("model:N", sort=None, title=None, axis=alt.Axis(labelAngle=-45)),
+            y=alt.Y("value:Q", title=None),
+            color=alt.Color(
+                "kind:N",
+                title=None,
+                scale=alt.Scale(domain=["member", *kinds], range=["#9e9e9e", "#1f77b4", "#ff7f0e"]),
+                legend=alt.Legend(orient="bottom"),
+            ),
+            tooltip=["model", "metric", alt.Tooltip("value:Q", format=".4f")],
+        )
+        .properties(width=180, height=220)
+    )
+    order = list(dict.fromkeys(rows["metric"]))
+    chart = bars.facet(column=alt.Column("metric:N", sort=order, title=None))
+    return chart.resolve_scale(x="independent", y="independent")
+
+
+def _members_section(metrics: dict) -> None:
+    """Members against their ensemble, for runs with ``ens/member_*`` metrics."""
+    if not ensemble_summary.has_members(metrics):
+        return
+    st.subheader("Members vs ensemble")
+    rows = ensemble_summary.comparison_frame(metrics, "test")
+    if not rows.empty:
+        st.altair_chart(_members_chart(rows))
+    detector = ensemble_summary.near_ood_detector(metrics)
+    note = (
+        f"Near-OOD AUROC ({detector}) is the ensemble's only: members are not scored for OOD."
+        if detector
+        else "No near-OOD AUROC in this run's metrics."
+    )
+    st.caption(f"Test split. {note}")
+    spread = ensemble_summary.diversity_frame(metrics)
+    if not spread.empty:
+        st.dataframe(spread, hide_index=True)
+
+
+def _lineage_section(entry: RunEntry, known: set[str]) -> None:
+    """The runs this run was made from (``record["sources"]``), each opening on this page."""
+    sources = [str(s) for s in (entry.record or {}).get("sources") or []]
+    if not sources:
+        return
+    st.subheader("Made from")
+    columns = st.columns(min(len(sources), 4))
+    for i, source in enumerate(sources):
+        columns[i % len(columns)].button(
+            source,
+            key=f"source_{source}",
+            on_click=_open_run,
+            args=(source,),
+            disabled=source not in known,
+            help=None if source in known else "not in this run store",
+        )
+
+
 def run_page(entries: list[RunEntry], index: StoreIndex) -> None:
     st.header("Run")
     if not entries:
@@ -199,6 +262,7 @@ def run_page(entries: list[RunEntry], index: StoreIndex) -> None:
         st.error(entry.error)
     if entry.overrides:
         st.code(" ".join(entry.overrides), language="bash")
+    _lineage_section(entry, set(ids))
 
     st.subheader("Learning curves")
     curves = curves_of(entry.path)
@@ -221,6 +285,8 @@ def run_page(entries: list[RunEntry], index: StoreIndex) -> None:
         chart = _reliability_chart({v: variants[v] for v in shown})
         if chart is not None:
             st.altair_chart(chart, width="stretch")
+
+    _members_section(entry.metrics)
 
     pictures = tables.pictures(entry.path)
     st.subheader("Pictures")

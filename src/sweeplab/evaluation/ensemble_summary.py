@@ -81,3 +81,21 @@ def diversity(metrics: Mapping[str, Any], split: str = "test") -> dict[str, floa
     """The diversity numbers of ``split`` that the run has, ``name -> value``."""
     values = {name: _number(metrics.get(f"ens/{split}/{name}")) for name in DIVERSITY}
     return {name: value for name, value in values.items() if value is not None}
+
+
+def comparison_frame(metrics: Mapping[str, Any], split: str = "test"):
+    """:func:`comparison_rows` as a ``pandas.DataFrame`` (the dashboard's bar chart)."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        comparison_rows(metrics, split), columns=["model", "kind", "metric", "value"]
+    )
+
+
+def diversity_frame(metrics: Mapping[str, Any]):
+    """Diversity per split, one row per name, a column per split that has any."""
+    import pandas as pd
+
+    columns = {split: diversity(metrics, split) for split in ("val", "test")}
+    frame = pd.DataFrame({split: values for split, values in columns.items() if values})
+    return frame.rename_axis("diversity").reset_index()
