@@ -67,6 +67,10 @@ class Snapshot(Regime):
     def forward(self, x: Tensor) -> Tensor:
         return self.backbone(x)
 
+    def training_loss(self, x: Tensor, y: Tensor, batch_idx: int) -> Tensor:
+        mixed = self.mix(x, y, batch_idx)
+        return self.mixer.loss(mixed.forward(self.backbone), mixed)
+
     # -- cycles ----------------------------------------------------------------------
 
     def epochs_per_cycle(self) -> int:
