@@ -6,6 +6,7 @@ randomness against its seed, and each regime once end to end through ``execute``
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -46,6 +47,8 @@ TINY = [
     "eval.plots=false",
     "eval.calibration.calibrators=[ts]",
     "eval.ood.detectors=[msp,mutual_info,knn]",
+    "data.train_subset=256",
+    "eval.ood.fit_max_samples=256",
 ]
 INPUT = ModelInput(1, 8, 8, 4)
 
@@ -94,7 +97,7 @@ def test_one_member_with_identity_fast_weights_is_the_whole_backbone(make):
 def test_member_m_is_a_plain_layer_with_weight_w_times_s_r(layer):
     members = 3
     plain = layer
-    weight, bias = plain.weight.detach().clone(), plain.bias.detach().clone()
+    weight = plain.weight.detach().clone()
     batch_ensemble = BatchEnsembleLayer(plain, members)
     generators = [torch.Generator().manual_seed(m) for m in range(members)]
     batch_ensemble.init_fast_weights("normal", 0.5, generators)
@@ -114,8 +117,11 @@ def test_member_m_is_a_plain_layer_with_weight_w_times_s_r(layer):
             expected = layer._conv_forward(x, scaled, b)
         torch.testing.assert_close(out[m], expected.flatten(1), rtol=1e-5, atol=1e-5)
         member_weight, member_bias = batch_ensemble.member_weight(m)
+        torch.testing.assert_close(member_bias, b)
         if isinstance(layer, nn.Linear):
             torch.testing.assert_close(member_weight, weight * s[:, None] * r[None, :])
+        else:
+            torch.testing.assert_close(member_weight, scaled)
 
 
 def test_batch_ensemble_members_and_their_heads():
@@ -332,7 +338,7 @@ def test_snapshot_keeps_the_weights_at_each_cycle_end_and_restarts_the_lr():
     steps = 3 * 2  # batches per epoch × epochs per cycle
     cycle_lrs = [recorder.lrs[:steps], recorder.lrs[steps:]]
     for lrs in cycle_lrs:
-        assert lrs[0] == pytest.approx(0.1) and all(a > b for a, b in zip(lrs, lrs[1:]))
+        assert lrs[0] == pytest.approx(0.1) and all(a > b for a, b in itertools.pairwise(lrs))
     assert cycle_lrs[0] == pytest.approx(cycle_lrs[1])
     regime.eval()
     logits, features = regime.predict_eval(images())
@@ -342,7 +348,7 @@ def test_snapshot_keeps_the_weights_at_each_cycle_end_and_restarts_the_lr():
 
 def test_snapshot_refuses_to_evaluate_before_its_last_cycle():
     regime = Snapshot(mlp(), sgd, cycles=2).eval()
-    with pytest.raises(RuntimeError, match="0 of regime.cycles=2 snapshots"):
+    with pytest.raises(RuntimeError, match=r"0 of regime\.cycles=2 snapshots"):
         regime.predict_eval(images())
 
 
@@ -358,11 +364,11 @@ def test_snapshot_refuses_to_evaluate_before_its_last_cycle():
         (
             lambda: Packed(small_cnn(), sgd, num_members=4, alpha=1.5, gamma=2),
             "regime.alpha, regime.gamma and regime.num_members",
-        ),  # noqa: E501
+        ),
         (
             lambda: Packed(small_cnn(), sgd, num_members=3, alpha=1),
             "regime.alpha, regime.gamma and regime.num_members",
-        ),  # noqa: E501
+        ),
         (lambda: Packed(small_cnn(), sgd, gamma=0), "regime.gamma"),
         (lambda: Packed(NormedMLP(), sgd, num_members=2), "backbone 'normed'.*LayerNorm"),
         (lambda: MCDropout(small_cnn(), sgd, dropout=1.0), "regime.dropout"),
