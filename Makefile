@@ -26,12 +26,12 @@ test: $(STAMP) ## Run the test suite
 	$(BIN)/python -m pytest $(ARGS)
 
 lint: $(STAMP) ## Check style and formatting with ruff
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks notebooks
+	$(BIN)/ruff format --check src tests benchmarks notebooks
 
 format: $(STAMP) ## Apply ruff's fixes and formatting
-	$(BIN)/ruff check --fix src tests benchmarks
-	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks notebooks
+	$(BIN)/ruff format src tests benchmarks notebooks
 
 dashboard: $(STAMP) ## Open the local dashboard on http://127.0.0.1:8501; ARGS=--port N --runs-dir DIR
 	$(BIN)/sweeplab dashboard $(ARGS)
