@@ -86,6 +86,23 @@ class BackboneFactory:
         }
         return instantiate(self.config, **sizes, **overrides)
 
+    def for_option(self, option: str) -> BackboneFactory:
+        """The factory of another ``conf/backbone`` option, for the same data.
+
+        Heterogeneous ensembles build members of several backbones in one run; the
+        option's file is read as it is, without this run's ``backbone.*`` overrides.
+        """
+        from omegaconf import OmegaConf
+
+        from sweeplab.configs import config_dir
+
+        folder = config_dir() / "backbone"
+        path = folder / f"{option}.yaml"
+        if not path.is_file():
+            known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
+            raise ValueError(f"unknown backbone option {option!r}; known: {known}")
+        return BackboneFactory(OmegaConf.load(path), self.model_input)
+
     def __repr__(self) -> str:
         target = self.config.get("_target_")
         return f"BackboneFactory({target}, {self.model_input.describe()})"

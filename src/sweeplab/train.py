@@ -36,6 +36,7 @@ from sweeplab.tracking.layout import (
     PLOTS_DIR,
     RECORD_FILE,
 )
+from sweeplab.tracking.lineage import SOURCES_FIELD, pin_sources
 from sweeplab.tracking.record import (
     CorruptRecordError,
     new_record,
@@ -121,9 +122,17 @@ def _short_error(exc: BaseException) -> str:
 
 
 def _start_record(
-    cfg: DictConfig, run_dir: Path, run_id: str, overrides: list[str], choices: dict[str, str]
+    cfg: DictConfig,
+    run_dir: Path,
+    run_id: str,
+    overrides: list[str],
+    choices: dict[str, str],
+    sources: list[str],
 ) -> dict:
-    """The record this attempt continues: a new one, or the previous attempt's."""
+    """The record this attempt continues: a new one, or the previous attempt's.
+
+    ``sources`` are the ids of the runs this one is made from (its lineage).
+    """
     from sweeplab.tracking.loggers import new_wandb_id
     from sweeplab.tracking.provenance import collect_provenance
 
@@ -149,6 +158,8 @@ def _start_record(
             provenance=provenance,
         )
     record["choices"] = choices
+    if sources:
+        record[SOURCES_FIELD] = sources
     record.setdefault("logger_ids", {})
     record["logger_ids"].setdefault("wandb", new_wandb_id(run_id))
     atomic_write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(config))
@@ -360,6 +371,7 @@ def execute(
     rank_zero = _is_rank_zero()
     try:
         run_id = compute_run_id(cfg)
+        sources = pin_sources(cfg)  # the stored config names its source runs by id
     except Exception as exc:
         log.error("run could not start: %s", _short_error(exc))
         return Outcome(run_dir, "failed", _short_error(exc))
@@ -371,7 +383,7 @@ def execute(
     record = None
     try:
         if rank_zero:
-            record = _start_record(cfg, run_dir, run_id, overrides, dict(choices or {}))
+            record = _start_record(cfg, run_dir, run_id, overrides, dict(choices or {}), sources)
         metrics = _fit_and_evaluate(cfg, run_dir, record)
     except BaseException as exc:
         error = _short_error(exc)

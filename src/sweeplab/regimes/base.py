@@ -163,14 +163,19 @@ class Regime(pl.LightningModule):
         self.mixer = mixer
         self.label_smoothing = mixer.label_smoothing
 
-    def mix(self, x: Tensor, y: Tensor, batch_idx: int):
-        """This step's mix, drawn from (seed, epoch, batch, rank) so a resume repeats it."""
-        return self.mixer.mix(
+    def mix(self, x: Tensor, y: Tensor, batch_idx: int, mixer: Mixer | None = None):
+        """This step's mix, drawn from (seed, epoch, batch, rank) so a resume repeats it.
+
+        ``mixer`` is another mixer to draw from (an ensemble member's own), by default
+        the attached one. Outside a trainer (a notebook, a test) it is epoch 0, rank 0.
+        """
+        trainer = self._trainer
+        return (mixer or self.mixer).mix(
             x,
             y,
             epoch=self.current_epoch,
             batch_index=batch_idx,
-            max_epochs=self.trainer.max_epochs,
+            max_epochs=None if trainer is None else trainer.max_epochs,
             rank=self.global_rank,
         )
 

@@ -1,7 +1,8 @@
 """Run identity: a short hash of everything in the config that can change results.
 
 Two launches with the same result-relevant config get the same run id and hence
-the same run directory, which is what makes relaunching a sweep idempotent.
+the same run directory, which is what makes relaunching a sweep idempotent. A run made from other runs
+hashes the ids of those runs, not the selector that found them.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 from pathlib import PurePath
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 RUN_ID_LENGTH = 12
 
@@ -27,6 +28,8 @@ NON_RESULT_KEYS = (
     "tags",
     "paths",
     "logger",
+    "regime.runs_dir",
+    "regime.data_json",  # a copy of ``data``, which is hashed already
     "data.cache_dir",
     "data.num_workers",
     "data.download",
@@ -60,14 +63,22 @@ def _basename(tree: dict[str, Any], dotted: str) -> None:
         tree[leaf] = PurePath(tree[leaf]).name
 
 
-def result_config(config: DictConfig | dict[str, Any]) -> dict[str, Any]:
-    """The resolved config restricted to keys that can change results."""
+def result_config(
+    config: DictConfig | dict[str, Any], *, pin_sources: bool = True
+) -> dict[str, Any]:
+    """The resolved config restricted to keys that can change results.
+
+    Source-run selectors are replaced by the run ids they match (``pin_sources``),
+    which reads the run store; a selector that matches nothing raises ``ValueError``.
+    """
     if isinstance(config, DictConfig):
         keys = [k for k in config if k != "hydra"]
         config = OmegaConf.to_container(
             OmegaConf.masked_copy(config, keys), resolve=True, throw_on_missing=True
         )
     tree = json.loads(json.dumps(config, default=str))
+    if pin_sources:
+        _pin_source_runs(tree)
     for key in NON_RESULT_KEYS:
         _drop(tree, key)
     for key in PATH_KEYS:
@@ -75,17 +86,58 @@ def result_config(config: DictConfig | dict[str, Any]) -> dict[str, Any]:
     return tree
 
 
-def compute_run_id(config: DictConfig | dict[str, Any]) -> str:
+def _pin_source_runs(tree: dict[str, Any]) -> None:
+    """Source-run selectors become the sorted ids they match (see :mod:`.lineage`)."""
+    from sweeplab.tracking.lineage import resolve_sources
+
+    for dotted, ids in resolve_sources(tree).items():
+        *parents, leaf = dotted.split(".")
+        node = tree
+        for part in parents:
+            node = node[part]
+        node[leaf] = ids
+
+
+def compute_run_id(config: DictConfig | dict[str, Any], *, pin_sources: bool = True) -> str:
     """Stable short hash of :func:`result_config` (key order does not matter)."""
-    canonical = json.dumps(result_config(config), sort_keys=True, separators=(",", ":"))
+    tree = result_config(config, pin_sources=pin_sources)
+    canonical = json.dumps(tree, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:RUN_ID_LENGTH]
 
 
 def _run_id_resolver(*, _root_: DictConfig) -> str:
-    return compute_run_id(_root_)
+    """The run id for Hydra's run dir. A source selector that matches nothing falls back
+    to hashing its text, so the runner itself reports the problem in one line."""
+    try:
+        return compute_run_id(_root_)
+    except ValueError:
+        return compute_run_id(_root_, pin_sources=False)
+
+
+def _json_resolver(node: Any) -> str:
+    """A config node as JSON text: passes a node with ``_target_`` to a constructor as data."""
+    if isinstance(node, DictConfig | ListConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    return json.dumps(node, sort_keys=True, default=str)
+
+
+def seed_block(size: int, seed: int) -> str:
+    """The seeds ``size·seed … size·seed + size − 1`` as ``a,b,c``: block ``seed`` of a
+    sweep over ``size`` times as many seeds (the members of ensemble ``seed``)."""
+    size, seed = int(size), int(seed)
+    if size < 1 or seed < 0:
+        raise ValueError(f"seed_block needs a size ≥ 1 and a seed ≥ 0, got {size}, {seed}")
+    return ",".join(str(size * seed + k) for k in range(size))
 
 
 def register_resolvers() -> None:
-    """Make ``${run_id:}`` available to configs (Hydra's run and sweep dirs use it)."""
-    if not OmegaConf.has_resolver("run_id"):
-        OmegaConf.register_new_resolver("run_id", _run_id_resolver, use_cache=False)
+    """The config resolvers: ``${run_id:}`` (Hydra's run and sweep dirs use it),
+    ``${json:${data}}`` (a node as JSON text) and
+    ``${seed_block:5,${seed}}`` (see :func:`seed_block`)."""
+    for name, resolver in (
+        ("run_id", _run_id_resolver),
+        ("json", _json_resolver),
+        ("seed_block", seed_block),
+    ):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver, use_cache=False)
