@@ -64,7 +64,7 @@ def store(tmp_path: Path) -> Path:
     _run(root, "digits_small_cnn", "a0", 1, ["seed=0"], metrics=metrics(0.91), duration_s=3.5)
     _run(root, "digits_small_cnn", "a1", 2, ["seed=1"], metrics=metrics(0.93))
     _run(root, "digits_small_cnn", "m0", 3, ["augment=mixup", "seed=0"], metrics=metrics(0.95))
-    _run(root, "digits_mlp", "p2", 4, ["backbone=mlp", "seed=2", "trainer.max_epochs=1"],
+    _run(root, "digits_mlp", "p2", 4, ["backbone=mlp", "seed=2", "trainer.max_epochs=1", "name=digits_mlp"],
          metrics={"test/cls/acc": 0.8, "perf/train_samples_per_s": 1234.5})  # fmt: skip
     _run(root, "digits_small_cnn", "f1", 5, ["augment=mixup", "seed=1"], status="failed",
          error="Traceback (most recent call last):\nRuntimeError: loss is NaN")  # fmt: skip
@@ -168,6 +168,7 @@ def test_columns_hold_overrides_choices_and_metrics(store):
     assert frame.loc["m0", "augment"] == "mixup" and frame.loc["a0", "augment"] == "none"
     assert frame.loc["p2", "backbone"] == "mlp" and frame.loc["a0", "data"] == "digits"
     assert "hydra.job.chdir" not in frame and "hydra/launcher" not in frame
+    assert frame.columns.is_unique and frame.loc["p2", "name"] == "digits_mlp"
     assert frame.loc["a0", "test/cls/acc"] == 0.91 and frame.loc["a0", "duration_s"] == 3.5
     assert math.isnan(frame.loc["a0", "ood/near/energy/auroc"])  # written as "nan"
     assert math.isnan(frame.loc["a0", "perf/train_samples_per_s"])  # a metric it lacks

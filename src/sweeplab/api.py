@@ -115,11 +115,11 @@ def _metric_keys(entries: Sequence[RunEntry]) -> list[str]:
 def runs_frame(entries: Sequence[RunEntry]) -> pd.DataFrame:
     """One row per entry: id, name, status, every setting, every metric, then the rest.
 
-    A run whose record cannot be read keeps its row, with status ``unreadable`` and
+    An override of a record field (``name=…``) is the record's own column. A run whose record cannot be read keeps its row, with status ``unreadable`` and
     the reason in ``problem``.
     """
     readable = [e for e in entries if e.record is not None]
-    settings = _setting_keys(readable)
+    settings = [k for k in _setting_keys(readable) if k not in (*LEADING, *TRAILING)]
     metrics = [m for m in _metric_keys(readable) if m not in settings]
     rows = []
     for entry in entries:
