@@ -159,3 +159,50 @@ def test_launch_then_relaunch_trains_nothing(tmp_path: Path) -> None:
     assert "launching" not in again.stderr
     assert _attempts(runs) == attempts
     assert sorted(p for p in runs.glob("*/*") if not p.parent.name.startswith("_")) == run_dirs
+
+
+ENSEMBLE_OF_RUNS = TINY.replace(
+    "seeds: [0, 1]\n",
+    "seeds: [0, 1]\nrequires:\n  - {label: members, overrides: [regime=erm], seeds: [0, 1, 2, 3]}\n",
+).replace(
+    "  - {label: plain, overrides: [augment=none]}\n",
+    "  - {label: single, overrides: [regime=erm]}\n"
+    "  - label: ensemble of 2 runs\n"
+    "    overrides:\n"
+    "      - regime=ensemble_from_runs\n"
+    "      - 'regime.runs=\"name=digits_mlp regime=erm seed=${seed_block:2,${seed}}\"'\n",
+)
+
+
+def test_cells_made_from_required_runs_wait_for_them(tmp_path: Path, capsys) -> None:
+    spec = _write(tmp_path / "ensembles.yaml", ENSEMBLE_OF_RUNS)
+    runs = tmp_path / "runs"
+    assert main([str(spec), "--dry-run", "--runs-dir", str(runs)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[:2] == ["6 missing runs in 2 launches:", "  requires: members"]
+    assert "  single × acc" not in lines  # its runs are members 0 and 1, launched once
+    assert "regime=erm seed=0,1,2,3" in lines[6] and lines[7] == "  ensemble of 2 runs × acc"
+    assert out.count("waiting for its source runs (launched first)") == 2
+    table = resolve(load_spec(spec), runs)
+    for slot in table.required[0].slots:  # the members finish
+        record = {
+            "schema": 1,
+            "run_id": slot.run_id,
+            "name": "digits_mlp",
+            "status": "complete",
+            "config": {"seed": slot.seed},
+            "choices": {"regime": "erm"},
+            "overrides": ["backbone=mlp", "regime=erm", f"seed={slot.seed}"],
+            "metrics": {"test/cls/acc": 0.5},
+        }
+        slot.run_dir.mkdir(parents=True)
+        (slot.run_dir / "record.json").write_text(json.dumps(record))
+    members = {slot.seed: slot.run_id for slot in table.required[0].slots}
+    table = resolve(load_spec(spec), runs)
+    ensembles = table.cell("ensemble of 2 runs", "acc").group.slots
+    assert [slot.status for slot in ensembles] == ["missing", "missing"]
+    assert len({slot.run_id for slot in ensembles}) == 2
+    single = table.cell("single", "acc").group.slots
+    assert [slot.run_id for slot in single] == [members[0], members[1]]  # the same runs
+    assert [s.status for s in single] == ["complete", "complete"]

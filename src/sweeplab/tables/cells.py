@@ -27,6 +27,9 @@ from sweeplab.tracking.record import CorruptRecordError, read_record
 from sweeplab.tracking.store import UNREADABLE
 
 MISSING_RUN = "missing"
+# A cell made from other runs (an ensemble of runs) whose source runs are not all in
+# the store yet: its run id is not known until they are.
+WAITING = "waiting"
 # Overrides that move the run store for ``sweeplab train``, and so for the table too.
 STORE_KEYS = ("paths.runs_dir", "paths.root_dir")
 
@@ -72,9 +75,16 @@ class RunGroup:
     overrides: tuple[str, ...]
     slots: list[RunSlot]
 
+    label: str = ""  # set for the runs a spec ``requires``
+
     @property
     def incomplete(self) -> list[RunSlot]:
         return [slot for slot in self.slots if not slot.complete]
+
+    @property
+    def launchable(self) -> list[RunSlot]:
+        """The incomplete runs whose run id is known (not waiting for source runs)."""
+        return [slot for slot in self.incomplete if slot.status != WAITING]
 
 
 @dataclass
@@ -113,13 +123,14 @@ class Table:
     runs_dir: Path
     groups: list[RunGroup]
     cells: dict[tuple[str, str], Cell]
+    required: list[RunGroup] = field(default_factory=list)
 
     def cell(self, row: str, column: str) -> Cell:
         return self.cells[row, column]
 
     def reload(self) -> None:
         """Read every run's record again (after launching the missing ones)."""
-        for group in self.groups:
+        for group in [*self.required, *self.groups]:
             for slot in group.slots:
                 _read_slot(slot)
         for cell in self.cells.values():
@@ -137,6 +148,8 @@ class Table:
 
 
 def _read_slot(slot: RunSlot) -> None:
+    if slot.status == WAITING:
+        return
     try:
         record = read_record(slot.run_dir)
     except (CorruptRecordError, OSError) as exc:  # shown as a reason, never as a value
@@ -167,12 +180,16 @@ def _values(group: RunGroup, metric: str, scale) -> dict[int, float]:
 
 
 def _compose_checked(
-    spec: TableSpec, composer: Composer, overrides: Sequence[Override], seed: int
+    spec: TableSpec,
+    composer: Composer,
+    overrides: Sequence[Override],
+    seed: int,
+    extra: Sequence[str] = (),
 ) -> DictConfig:
     """Compose, or raise a :class:`SpecError` that names the first override that fails."""
     texts = [o.text for o in overrides]
     try:
-        return composer([*texts, f"seed={seed}"])
+        return composer([*texts, f"seed={seed}", *extra])
     except Exception as full_error:
         for i in range(1, len(overrides) + 1):
             try:
@@ -204,12 +221,61 @@ def default_runs_dir(spec: TableSpec, composer: Composer | None = None) -> Path:
     return layout.runs_dir(str(cfg.paths.runs_dir))
 
 
+def _slot(
+    spec: TableSpec,
+    composer: Composer,
+    overrides: Sequence[Override],
+    seed: int,
+    root: Path,
+    line: int,
+    what: str,
+    store: Sequence[str] = (),
+) -> RunSlot:
+    """The run of one override set and seed; ``waiting`` while its source runs are missing."""
+    cfg = _compose_checked(spec, composer, overrides, seed, store)
+    try:
+        run_id = compute_run_id(cfg)
+    except Exception as exc:
+        message = " ".join(str(exc).split())
+        try:
+            compute_run_id(cfg, pin_sources=False)
+        except Exception:
+            raise SpecError(
+                f"{spec.where(line)}: the config of {what}, seed={seed}) does not resolve: "
+                f"{message}"
+            ) from None
+        return RunSlot(seed, "", root / str(cfg.name), status=WAITING, error=message)
+    return RunSlot(seed, run_id, root / str(cfg.name) / run_id)
+
+
 def resolve(
     spec: TableSpec, runs_dir: str | Path | None = None, composer: Composer | None = None
 ) -> Table:
     """Compose every cell's configs, compute their run ids and read their records."""
     composer = composer or Composer()
     root = Path(runs_dir) if runs_dir is not None else default_runs_dir(spec, composer)
+    # Compose as the launch will (it passes the store), so source selectors read this store.
+    store = () if runs_dir is None else (f"paths.runs_dir={Path(runs_dir).resolve()}",)
+    required = [
+        RunGroup(
+            tuple(o.text for o in (*spec.base, *requirement.overrides)),
+            [
+                _slot(
+                    spec,
+                    composer,
+                    (*spec.base, *requirement.overrides),
+                    seed,
+                    root,
+                    requirement.line,
+                    f"(requires {requirement.label}",
+                    store,
+                )
+                for seed in requirement.seeds
+            ],
+            label=requirement.label,
+        )
+        for requirement in spec.requires
+    ]
     groups: dict[tuple[str, ...], RunGroup] = {}
     cells: dict[tuple[str, str], Cell] = {}
     for row in spec.rows:
@@ -217,20 +283,13 @@ def resolve(
             overrides = (*spec.base, *row.overrides, *column.entry.overrides)
             key = tuple(o.text for o in overrides)
             if key not in groups:
-                slots = []
-                for seed in spec.seeds:
-                    cfg = _compose_checked(spec, composer, overrides, seed)
-                    try:
-                        run_id = compute_run_id(cfg)
-                    except Exception as exc:
-                        message = " ".join(str(exc).split())
-                        raise SpecError(
-                            f"{spec.where(row.line)}: the config of ({row.label}, "
-                            f"{column.label}, seed={seed}) does not resolve: {message}"
-                        ) from None
-                    slots.append(RunSlot(seed, run_id, root / str(cfg.name) / run_id))
+                what = f"({row.label}, {column.label}"
+                slots = [
+                    _slot(spec, composer, overrides, seed, root, row.line, what, store)
+                    for seed in spec.seeds
+                ]
                 groups[key] = RunGroup(key, slots)
             cells[row.label, column.label] = Cell(row, column, groups[key])
-    table = Table(spec, root, list(groups.values()), cells)
+    table = Table(spec, root, list(groups.values()), cells, required)
     table.reload()
     return table

@@ -12,9 +12,10 @@ import argparse
 import shlex
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from sweeplab.tables.cells import RunGroup, Table, resolve
+from sweeplab.tables.cells import WAITING, RunGroup, RunSlot, Table, resolve
 from sweeplab.tables.compare import render_comparison
 from sweeplab.tables.render import FORMATS, render
 from sweeplab.tables.spec import SpecError, load_spec
@@ -62,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _group_cells(table: Table, group: RunGroup) -> str:
     """Which cells a run group feeds, for messages: ``row × col`` or ``row × (all columns)``."""
+    if group.label:
+        return f"requires: {group.label}"
     cells = [key for key, cell in table.cells.items() if cell.group is group]
     rows = sorted({row for row, _ in cells}, key=[r.label for r in table.spec.rows].index)
     columns = [column for _, column in cells]
@@ -70,9 +73,21 @@ def _group_cells(table: Table, group: RunGroup) -> str:
     return ", ".join(f"{row} × {column}" for row, column in cells)
 
 
-def launch_command(group: RunGroup, launcher: str | None, runs_dir: Path | None) -> list[str]:
-    """The ``sweeplab train -m`` command for a group's missing seeds."""
-    seeds = ",".join(str(slot.seed) for slot in group.incomplete)
+@dataclass
+class Launch:
+    """One ``sweeplab train -m`` of a run group: the runs it trains and those that wait."""
+
+    group: RunGroup
+    slots: list[RunSlot]  # missing or unfinished, run id known
+    waiting: list[RunSlot]  # made from runs that are not in the store yet
+    command: list[str]
+
+
+def launch_command(
+    group: RunGroup, launcher: str | None, runs_dir: Path | None, slots: list[RunSlot] | None = None
+) -> list[str]:
+    """The ``sweeplab train -m`` command for a group's missing seeds (or ``slots``)."""
+    seeds = ",".join(str(slot.seed) for slot in (group.launchable if slots is None else slots))
     command = ["sweeplab", "train", "-m", *group.overrides, f"seed={seeds}"]
     if runs_dir is not None:
         command.append(f"paths.runs_dir={runs_dir}")
@@ -81,38 +96,49 @@ def launch_command(group: RunGroup, launcher: str | None, runs_dir: Path | None)
     return command
 
 
-def _plan(table: Table, args: argparse.Namespace) -> list[tuple[RunGroup, list[str]]]:
-    return [
-        (group, launch_command(group, args.launcher, args.runs_dir))
-        for group in table.groups
-        if group.incomplete
-    ]
+def _plan(table: Table, args: argparse.Namespace) -> list[Launch]:
+    """The launches of the missing runs: the required source runs first, then the cells;
+    a run that two groups name (a required run that is also a cell) is launched once."""
+    plan, planned = [], set()
+    for group in [*table.required, *table.groups]:
+        slots = [slot for slot in group.launchable if slot.run_id not in planned]
+        planned.update(slot.run_id for slot in slots)
+        waiting = [slot for slot in group.incomplete if slot.status == WAITING]
+        if slots or waiting:
+            command = launch_command(group, args.launcher, args.runs_dir, slots)
+            plan.append(Launch(group, slots, waiting, command))
+    return plan
 
 
-def describe_plan(table: Table, plan: list[tuple[RunGroup, list[str]]]) -> str:
+def describe_plan(table: Table, plan: list[Launch]) -> str:
     if not plan:
         return f"nothing to run: all {sum(len(g.slots) for g in table.groups)} runs are complete"
-    total = sum(len(group.incomplete) for group, _ in plan)
+    total = sum(len(launch.slots) + len(launch.waiting) for launch in plan)
     lines = [
         f"{total} missing run{'s' * (total != 1)} in {len(plan)} launch{'es' * (len(plan) != 1)}:"
     ]
-    for group, command in plan:
-        lines.append(f"  {_group_cells(table, group)}")
-        for slot in group.incomplete:
+    for launch in plan:
+        lines.append(f"  {_group_cells(table, launch.group)}")
+        for slot in launch.slots:
             lines.append(f"    seed {slot.seed}: {slot.run_dir} ({slot.status})")
-        lines.append(f"    $ {shlex.join(command)}")
+        for slot in launch.waiting:
+            lines.append(f"    seed {slot.seed}: waiting for its source runs (launched first)")
+        if launch.slots:
+            lines.append(f"    $ {shlex.join(launch.command)}")
     return "\n".join(lines)
 
 
-def _launch(table: Table, plan: list[tuple[RunGroup, list[str]]]) -> list[str]:
+def _launch(table: Table, plan: list[Launch]) -> list[str]:
     """Run each command (its output to stderr, so stdout stays the table); returns failures."""
     failures = []
-    for group, command in plan:
-        print(f"launching {shlex.join(command)}", file=sys.stderr, flush=True)
-        argv = [sys.executable, "-m", "sweeplab", *command[1:]]
+    for launch in plan:
+        if not launch.slots:
+            continue
+        print(f"launching {shlex.join(launch.command)}", file=sys.stderr, flush=True)
+        argv = [sys.executable, "-m", "sweeplab", *launch.command[1:]]
         result = subprocess.run(argv, stdout=2, check=False)  # fd 2: stdout is the table
         if result.returncode != 0:
-            failures.append(f"{_group_cells(table, group)}: exit code {result.returncode}")
+            failures.append(f"{_group_cells(table, launch.group)}: exit code {result.returncode}")
     return failures
 
 
@@ -151,6 +177,14 @@ def main(argv: list[str] | None = None) -> int:
         print(describe_plan(table, plan), file=sys.stderr, flush=True)
         failures = _launch(table, plan)
         table.reload()
+        if not failures and any(group.incomplete for group in table.groups):
+            # Cells made from other runs know their run ids once those runs exist.
+            table = resolve(spec, args.runs_dir)
+            plan = _plan(table, args)
+            if plan:
+                print(describe_plan(table, plan), file=sys.stderr, flush=True)
+                failures = _launch(table, plan)
+                table.reload()
 
     print(render(table, args.format))
     if args.compare:

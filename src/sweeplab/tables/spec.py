@@ -42,9 +42,11 @@ SPEC_KEYS = (
     "columns",
     "tolerance",
     "references",
+    "requires",
 )
 ENTRY_KEYS = ("label", "overrides", "metric", "format")
 FORMAT_KEYS = ("percent", "decimals", "lower_is_better")
+REQUIREMENT_KEYS = ("label", "overrides", "seeds")
 REFERENCE_KEYS = ("row", "column", "value", "source", "tolerance")
 
 
@@ -150,6 +152,17 @@ class Reference:
 
 
 @dataclass
+class Requirement:
+    """Runs a table needs but does not show: the source runs of its cells (the members
+    of an ensemble of runs, a teacher), trained by ``--launch`` before the cells."""
+
+    label: str
+    overrides: tuple[Override, ...]
+    seeds: tuple[int, ...]
+    line: int
+
+
+@dataclass
 class Column:
     """A column with its metric and format settled (its own, else the spec's)."""
 
@@ -176,6 +189,7 @@ class TableSpec:
     rows: list[Entry]
     columns: list[Column]
     references: dict[tuple[str, str], Reference]
+    requires: list[Requirement] = field(default_factory=list)
 
     def where(self, line: int | None) -> str:
         return f"{self.path}:{line}" if line is not None else f"{self.path} (command line)"
@@ -285,7 +299,10 @@ def _entries(path: Path, spec: LineDict, key: str) -> list[Entry]:
 
 
 def _seeds(path: Path, spec: LineDict) -> tuple[int, ...]:
-    value, line = spec.get("seeds", [0]), spec.lines.get("seeds", spec.line)
+    return _seed_list(path, spec.get("seeds", [0]), spec.lines.get("seeds", spec.line), "seeds")
+
+
+def _seed_list(path: Path, value: Any, line: int, what: str) -> tuple[int, ...]:
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value]
     if (
@@ -293,10 +310,41 @@ def _seeds(path: Path, spec: LineDict) -> tuple[int, ...]:
         or not value
         or any(isinstance(s, bool) or not isinstance(s, int) for s in value)
     ):
-        raise _fail(path, line, f"seeds: expected a non-empty list of integers, got {value!r}")
+        raise _fail(path, line, f"{what}: expected a non-empty list of integers, got {value!r}")
     if len(set(value)) != len(value):
-        raise _fail(path, line, "seeds: a seed is listed twice")
+        raise _fail(path, line, f"{what}: a seed is listed twice")
     return tuple(value)
+
+
+def _requirements(path: Path, spec: LineDict) -> list[Requirement]:
+    """``requires``: entries of ``label``, ``overrides`` and their own ``seeds``."""
+    if "requires" not in spec:
+        return []
+    value, line = spec["requires"], spec.lines["requires"]
+    if not isinstance(value, list) or not value:
+        raise _fail(path, line, "requires: expected a non-empty list of {label, overrides, seeds}")
+    requirements = []
+    for item, item_line in zip(value, value.lines, strict=True):
+        if not isinstance(item, dict) or "label" not in item or "seeds" not in item:
+            raise _fail(path, item_line, "requires: each entry has a label, overrides and seeds")
+        for name in item:
+            if name not in REQUIREMENT_KEYS:
+                raise _fail(
+                    path,
+                    item.lines[name],
+                    f"requires: unknown key {name!r} (known: {', '.join(REQUIREMENT_KEYS)})",
+                )
+        requirements.append(
+            Requirement(
+                label=str(item["label"]),
+                overrides=_overrides(
+                    path, item.get("overrides"), item.lines.get("overrides", item_line), "requires"
+                ),
+                seeds=_seed_list(path, item["seeds"], item.lines["seeds"], "requires: seeds"),
+                line=item.lines.get("label", item_line),
+            )
+        )
+    return requirements
 
 
 def _number(path: Path, value: Any, line: int, what: str) -> float:
@@ -419,6 +467,7 @@ def parse_spec(text: str, path: str | Path = "<spec>") -> TableSpec:
         rows=rows,
         columns=columns,
         references=_references(path, spec, rows, columns),
+        requires=_requirements(path, spec),
     )
 
 
