@@ -1,8 +1,8 @@
-"""The run store as a list of runs: scan, look up config values, filter.
+"""The run store as a list of runs: scan, filter, select, and the value a run has for a key.
 
 The store is only directories and ``record.json`` files; this module turns it
-into ``RunEntry`` objects that the ``runs`` listing, tables and the dashboard
-share. Scanning never raises on what it finds: a run that cannot be read is
+into ``RunEntry`` objects that ``sweeplab runs``, the Python API, tables and the
+dashboard share. Scanning never raises on what it finds: a run that cannot be read is
 still an entry, carrying the reason, so a broken run is shown rather than
 silently dropped or mistaken for a missing one.
 """
