@@ -21,7 +21,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from sweeplab.tracking.identity import RUN_ID_LENGTH
 
 # Dotted config keys whose value names source runs (a selector string or a list of ids).
-SOURCE_KEYS = ("regime.runs",)
+SOURCE_KEYS = ("regime.runs", "regime.teacher")
+# A value ending so names a checkpoint file, not runs: it is hashed as its path and
+# stays out of ``sources``.
+CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
 SOURCES_FIELD = "sources"  # the record's sorted list of every source run id
 FULL_RUN_ID = re.compile(f"[0-9a-f]{{{RUN_ID_LENGTH}}}")
 
@@ -39,6 +42,8 @@ def source_ids(value: Any, runs_dir: str | None) -> list[str]:
     """The sorted run ids a source value names: a selector string, or run ids / dirs."""
     from sweeplab.tracking.runs import open_run, select_runs
 
+    if isinstance(value, str) and "=" not in value:
+        value = [value]  # one run id, id prefix or run directory
     if isinstance(value, str):
         runs = select_runs(value, runs_dir)
         if not _names_regime(value):
@@ -54,6 +59,11 @@ def source_ids(value: Any, runs_dir: str | None) -> list[str]:
             for spec in (str(item) for item in value)
         }
     )
+
+
+def is_checkpoint_path(value: Any) -> bool:
+    """Whether a source value is a checkpoint file's path rather than runs."""
+    return isinstance(value, str) and value.strip().endswith(CHECKPOINT_SUFFIXES)
 
 
 def _names_regime(selector: str) -> bool:
@@ -78,7 +88,7 @@ def resolve_sources(config: Mapping[str, Any]) -> dict[str, list[str]]:
     resolved = {}
     for key in SOURCE_KEYS:
         value = _lookup(config, key)
-        if value is None:
+        if value is None or is_checkpoint_path(value):
             continue
         try:
             resolved[key] = source_ids(value, runs_dir)
