@@ -142,9 +142,15 @@ def test_train_help_lists_the_groups_and_the_registered_regimes(tmp_path):
     result = run_cli(["train", "--help"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "regime: erm" in out  # Hydra's group listing
+    from sweeplab.configs import config_dir
+    from sweeplab.regimes.registry import list_regimes
+
+    options = sorted(p.stem for p in (config_dir() / "regime").glob("*.yaml"))
+    assert f"regime: {', '.join(options)}" in out  # Hydra's group listing
+    names = list_regimes()
     regimes = out.split("== Regimes (regime=<name>) ==")[1]
-    assert regimes.split()[0] == "erm" and "cross-entropy" in regimes
+    listed = [line.split()[0] for line in regimes.splitlines() if line.startswith("  ")]
+    assert listed == names and "ensemble" in names and "cross-entropy" in regimes
 
 
 @pytest.mark.timeout(600)

@@ -61,7 +61,9 @@ def regime_class(name: str) -> type[Regime]:
 def describe_regimes() -> str:
     """One line per regime, its name and the first line of its docstring."""
     lines = []
-    for name in list_regimes():
+    names = list_regimes()
+    width = max(map(len, names), default=0)
+    for name in names:
         doc = (_REGIMES[name].__doc__ or "").strip().splitlines()
-        lines.append(f"  {name:<12} {doc[0] if doc else ''}")
+        lines.append(f"  {name:<{width}}  {doc[0] if doc else ''}")
     return "\n".join(lines)
