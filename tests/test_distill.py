@@ -284,3 +284,31 @@ def test_a_checkpoint_path_teacher_stays_out_of_the_sources(teacher_store):
     assert pin_sources(cfg) == [] and cfg.regime.teacher == str(ckpt)
     student = distill(teacher_store, teacher=str(ckpt))
     assert student.teacher_ids == [] and len(student.teachers) == 1
+
+
+def test_the_run_page_shows_the_teachers_metrics_beside_the_students(tmp_path, monkeypatch):
+    import json
+    import sys
+
+    from streamlit.testing.v1 import AppTest
+
+    from sweeplab.dashboard import app
+    from sweeplab.tracking.record import write_record
+    from tests.test_dashboard_data import make_run
+
+    runs = tmp_path / "runs"
+    make_run(runs, "teacher0", [], {"test/cls/acc": 0.97, "test/cls/nll": 0.1})
+    student = make_run(runs, "student0", ["regime=distill"], {"test/cls/acc": 0.93})
+    record = json.loads((student / "record.json").read_text())
+    record["sources"] = ["teacher0"]
+    write_record(student, record)
+    monkeypatch.setenv("SWEEPLAB_RUNS_DIR", str(runs))
+    monkeypatch.setattr(sys, "argv", ["app.py"])
+    at = AppTest.from_file(app.__file__, default_timeout=60)
+    at.session_state["page"], at.session_state["run"] = "Run", "student0"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert {"Made from", "Teacher vs student"} <= {h.value for h in at.subheader}
+    frame = next(d.value for d in at.dataframe if "model" in d.value)
+    assert list(frame["model"]) == ["student student0", "teacher teacher0"]
+    assert list(frame["test/cls/acc"]) == [0.93, 0.97]

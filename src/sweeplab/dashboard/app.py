@@ -241,6 +241,31 @@ def _lineage_section(entry: RunEntry, known: set[str]) -> None:
         )
 
 
+TEACHER_METRICS = ("test/cls/acc", "test/cls/nll", "test/cal/ece", "ood/near/energy/auroc")
+
+
+def _teacher_section(entry: RunEntry, index: StoreIndex) -> None:
+    """A distilled run's test metrics beside those of its teacher run(s)."""
+    regime = (entry.config or {}).get("regime")
+    name = regime.get("name") if isinstance(regime, dict) else regime
+    choice = ((entry.record or {}).get("choices") or {}).get("regime", name)
+    sources = [str(s) for s in (entry.record or {}).get("sources") or []]
+    if "distill" not in (name, choice) or not sources:
+        return
+    st.subheader("Teacher vs student")
+    rows = [{"model": f"student {entry.run_id}", **entry.metrics}]
+    for source in sources:
+        teacher = index.get(source)
+        rows.append({"model": f"teacher {source}", **(teacher.metrics if teacher else {})})
+    frame = pd.DataFrame(rows)
+    shown = [m for m in TEACHER_METRICS if m in frame] or [
+        c for c in frame if c.startswith("test/")
+    ]
+    st.dataframe(frame[["model", *shown]], hide_index=True)
+    if len(sources) > 1:
+        st.caption("An ensemble teacher: the student's target is the members' mean probability.")
+
+
 def run_page(entries: list[RunEntry], index: StoreIndex) -> None:
     st.header("Run")
     if not entries:
@@ -263,6 +288,7 @@ def run_page(entries: list[RunEntry], index: StoreIndex) -> None:
     if entry.overrides:
         st.code(" ".join(entry.overrides), language="bash")
     _lineage_section(entry, set(ids))
+    _teacher_section(entry, index)
 
     st.subheader("Learning curves")
     curves = curves_of(entry.path)
