@@ -182,3 +182,41 @@ def test_configs_ship_inside_the_wheel(tmp_path):
         check=True,
     ).stdout.strip()
     assert Path(found) == (tmp_path / "site" / "sweeplab" / "conf").resolve()
+
+
+# Regimes built from finished runs need a store; tests/test_ensembles.py covers them.
+TRAINED_REGIMES = [o for o in options("regime") if o not in ("ensemble_from_runs", "distill")]
+
+
+@pytest.mark.parametrize("backbone", options("backbone"))
+@pytest.mark.parametrize("regime", TRAINED_REGIMES)
+def test_every_regime_builds_on_every_backbone(regime, backbone):
+    from sweeplab.assembly import ModelInput, build_regime
+
+    cfg = compose_config([f"regime={regime}", f"backbone={backbone}"])
+    module = build_regime(cfg, ModelInput(channels=1, height=8, width=8, num_classes=10)).eval()
+    images = torch.randn(2, 1, 8, 8)
+    if regime == "snapshot":  # its members are the weights at the ends of training cycles
+        with pytest.raises(RuntimeError, match=r"0 of regime\.cycles=3 snapshots"):
+            module.predict_eval(images)
+        return
+    with torch.no_grad():
+        logits, features = module.predict_eval(images)
+    members = logits.shape[1]
+    assert logits.shape == (2, members, 10) and features.shape[:2] == (2, members)
+    assert (members == 1) == (regime == "erm")
+    assert len(module.member_heads()) == members
+
+
+@pytest.mark.parametrize("augment", options("augment"))
+@pytest.mark.parametrize("regime", TRAINED_REGIMES)
+def test_every_regime_trains_a_step_with_every_mixer(regime, augment):
+    from sweeplab.assembly import ModelInput, build_regime
+
+    cfg = compose_config([f"regime={regime}", f"augment={augment}", "backbone.widths=[4,8]"])
+    module = build_regime(cfg, ModelInput(channels=1, height=8, width=8, num_classes=10))
+    if hasattr(module, "shared_batches"):
+        module.shared_batches = True  # outside a trainer there is no data module to draw from
+    loss = module.training_loss(torch.randn(6, 1, 8, 8), torch.arange(6), 0)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
