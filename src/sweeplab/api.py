@@ -270,23 +270,6 @@ def open_run(
 
 # --------------------------------------------------------------------------- load_table
 
-CELL_COLUMNS = (
-    "row",
-    "column",
-    "metric",
-    "mean",
-    "std",
-    "n",
-    "missing",
-    "best",
-    "reference",
-    "difference",
-    "outside_tolerance",
-    "source",
-    "values",
-    "run_ids",
-)
-
 
 def load_table(
     spec: str | os.PathLike | TableSpec,
@@ -301,7 +284,7 @@ def load_table(
     are missing has ``mean`` NaN and its count in ``missing``, never a zero.
     """
     from sweeplab.tables.cells import resolve
-    from sweeplab.tables.render import against_reference, best_rows
+    from sweeplab.tables.render import CSV_FIELDS, against_reference, best_rows
     from sweeplab.tables.spec import TableSpec, load_spec
 
     if not isinstance(spec, TableSpec):
@@ -333,5 +316,5 @@ def load_table(
                     "run_ids": [slot.run_id for slot in cell.group.slots],
                 }
             )
-    frame = pd.DataFrame(rows, columns=CELL_COLUMNS)
+    frame = pd.DataFrame(rows, columns=[*CSV_FIELDS, "values", "run_ids"])  # as the CSV has them
     return frame.astype({"mean": float, "std": float})
