@@ -200,8 +200,11 @@ class Distill(Regime):
 
         self.backbone = build_backbone(backbone)
         self.attach_mixer(mixer, self.backbone)
+        # Rebuilding the teachers draws initial weights: keep the run's random stream as
+        # ERM's, so with regime.weights.kd=0 this run is the ERM run (dropout masks too).
         try:
-            models, self.teacher_ids, inputs = load_teachers(teacher, checkpoint, runs_dir)
+            with torch.random.fork_rng(devices=[]):
+                models, self.teacher_ids, inputs = load_teachers(teacher, checkpoint, runs_dir)
         except ValueError as exc:
             message = str(exc)
             raise ValueError(
