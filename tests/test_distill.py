@@ -178,6 +178,10 @@ def test_an_ensemble_teacher_targets_the_mean_member_probability(teacher_store):
     mixed = student.mix(x, torch.zeros(7, dtype=torch.long), 0)
     targets, _ = student.teacher_targets(x, mixed, mixed.labels)
     torch.testing.assert_close(targets, expected, rtol=0, atol=1e-6)
+    # The teachers are no submodules, yet move and cast with the student (as Lightning's
+    # .to(device) does).
+    student.to(torch.float64)
+    assert all(p.dtype == torch.float64 for m in student.teachers for p in m.parameters())
 
 
 def test_under_mixing_the_teacher_scores_the_mixed_or_the_clean_batch(teacher_store):
