@@ -215,6 +215,15 @@ def test_the_hint_term_trains_an_adapter_onto_a_teacher_module(teacher_store):
     assert not any(p.grad is not None or p.requires_grad for p in teacher.parameters())
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
     assert not teacher.training and not any(k.startswith("teacher") for k in student.state_dict())
+    named = distill(
+        teacher_store,
+        weights={"kd": 1.0, "hint": 1.0},
+        hint={"student": "body.1", "teacher": "head"},
+    )
+    assert (named.adapter.map.in_features, named.adapter.map.out_features) == (16, 8)
+    named.training_loss(torch.randn(4, 1, 8, 8), torch.arange(4), 0).backward()
+    with pytest.raises(ValueError, match=r"regime\.hint: .*no_such"):
+        distill(teacher_store, weights={"hint": 1.0}, hint={"student": "no_such"})
     with pytest.raises(ValueError, match="needs one teacher model"):
         distill(teacher_store, teacher=teacher_ids(teacher_store), weights={"hint": 1.0})
 
