@@ -45,7 +45,10 @@ def _train(args: list[str]) -> int:
     sweeps.LAST_SWEEP = None
     if "--help" in args or "-h" in args:
         return _train_help()
-    train.main()
+    try:
+        train.main()
+    except train.Interrupted as exc:  # recorded; exit as the shell reports a signal
+        return exc.exit_code
     # A sweep's summary was printed by the SweepSummary callback; a failed job fails the command.
     sweep = sweeps.LAST_SWEEP
     return 1 if sweep is not None and sweep.failed else 0

@@ -10,11 +10,15 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,6 +92,66 @@ SUMMARY_METRICS = (
     "ood/far/energy/auroc",
     "shift/mean/acc",
 )
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by a signal; the command exits with ``128 + signum``, as a shell reports it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = int(signum)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+INTERRUPTING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+RESUME_HINT = "relaunch to resume from checkpoints/last.ckpt"
+
+
+@contextmanager
+def _interruptible() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM (Ctrl-C; ``timeout``, SLURM and preemption) raise :class:`Interrupted`.
+
+    Yields the signals received. Only the first raises, so that a second one cannot
+    cut the record short. During ``trainer.fit`` Lightning puts its own SIGTERM
+    handler first and calls the one found here after it, so a signal ends the same
+    way inside and outside fit; a signal that was ignored when the run started
+    (a background job's SIGINT) stays ignored.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, frame) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            raise Interrupted(signum)
+
+    previous = {signum: signal.getsignal(signum) for signum in INTERRUPTING_SIGNALS}
+    for signum, handler_before in previous.items():
+        if handler_before is not signal.SIG_IGN:
+            signal.signal(signum, handler)
+    try:
+        yield received
+    finally:
+        for signum, handler_before in previous.items():
+            if handler_before is not None:
+                signal.signal(signum, handler_before)
+
+
+def _interrupting_signal(exc: BaseException, received: list[int]) -> int | None:
+    """The signal that stopped the run, also when Lightning turned it into its own exception
+    (``SIGTERMException`` from its loops, ``SystemExit(1)`` after a KeyboardInterrupt)."""
+    if received:
+        return received[0]
+    if isinstance(exc, Interrupted):
+        return exc.signum
+    if type(exc).__name__ == "SIGTERMException":
+        return int(signal.SIGTERM)
+    return None
 
 
 def _is_rank_zero() -> bool:
@@ -354,6 +418,41 @@ def _skip_if_complete(run_dir: Path) -> Outcome | None:
     return Outcome(run_dir, "skipped", record=record)
 
 
+def _failure_reason(exc: BaseException, received: list[int]) -> str:
+    """What the record says: the error, or which signal interrupted the run."""
+    signum = _interrupting_signal(exc, received)
+    if signum is not None:
+        return f"interrupted by {signal.Signals(signum).name}; {RESUME_HINT}"
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        return f"interrupted ({_short_error(exc)}); {RESUME_HINT}"
+    return _short_error(exc)
+
+
+def _record_failure(exc, received, cfg, run_dir, run_id, overrides, record, started) -> dict:
+    """Write the failed (or interrupted) attempt into the record (rank 0), log it, return it.
+
+    An interrupted run then raises :class:`Interrupted`, whichever form the signal took
+    on its way out of Lightning, so that the command exits with ``128 + signum``.
+    """
+    error = _failure_reason(exc, received)
+    if _is_rank_zero():
+        if record is None:
+            record = new_record(run_id, str(cfg.get("name", "")), {}, overrides, {})
+        record.update(
+            status="failed",
+            error=error,
+            traceback=traceback.format_exc(limit=20),
+            finished=now_iso(),
+            duration_s=round((record.get("duration_s") or 0) + time.time() - started, 3),
+        )
+        write_record(run_dir, record)
+    log.error("run %s failed: %s", run_dir, error)
+    signum = _interrupting_signal(exc, received)
+    if signum is not None:
+        raise Interrupted(signum) from exc
+    return record or {}
+
+
 def execute(
     cfg: DictConfig,
     run_dir: Path,
@@ -381,29 +480,20 @@ def execute(
 
     started = time.time()
     record = None
-    try:
-        if rank_zero:
-            record = _start_record(cfg, run_dir, run_id, overrides, dict(choices or {}), sources)
-        metrics = _fit_and_evaluate(cfg, run_dir, record)
-    except BaseException as exc:
-        error = _short_error(exc)
-        if isinstance(exc, KeyboardInterrupt | SystemExit):
-            error = f"interrupted ({error}); relaunch to resume from checkpoints/last.ckpt"
-        if rank_zero:
-            if record is None:
-                record = new_record(run_id, str(cfg.get("name", "")), {}, overrides, {})
-            record.update(
-                status="failed",
-                error=error,
-                traceback=traceback.format_exc(limit=20),
-                finished=now_iso(),
-                duration_s=round((record.get("duration_s") or 0) + time.time() - started, 3),
+    with _interruptible() as received:
+        try:
+            if rank_zero:
+                record = _start_record(
+                    cfg, run_dir, run_id, overrides, dict(choices or {}), sources
+                )
+            metrics = _fit_and_evaluate(cfg, run_dir, record)
+        except BaseException as exc:
+            record = _record_failure(
+                exc, received, cfg, run_dir, run_id, overrides, record, started
             )
-            write_record(run_dir, record)
-        log.error("run %s failed: %s", run_dir, error)
-        if isinstance(exc, KeyboardInterrupt | SystemExit):
-            raise
-        return Outcome(run_dir, "failed", error, record or {})
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            return Outcome(run_dir, "failed", _failure_reason(exc, received), record)
 
     if record is None:  # not rank zero: the record belongs to rank 0
         return Outcome(run_dir, "complete")
