@@ -1,9 +1,10 @@
 """The notebooks in ``notebooks/`` run top to bottom on the CPU, and are committed without outputs.
 
 The quickstart makes a small store (its own sweep); the other notebooks run against the
-same store, so the suite trains those four short runs once. A raising cell fails the test.
-The distillation notebook adds two runs (an MLP student, alone and distilled from a
-quickstart run).
+same store, so the suite trains those four short runs once. The ensembles notebook adds
+one run of its own to that store (a three-member ensemble, two epochs). A raising cell
+fails the test. The distillation notebook adds two runs (an MLP student, alone and
+distilled from a quickstart run).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def test_every_notebook_is_tested():
         "01_quickstart.ipynb",
         "02_calibration_ood.ipynb",
         "03_paper_table.ipynb",
+        "04_ensembles.ipynb",
         "05_distillation.ipynb",
     ]
 
