@@ -39,6 +39,14 @@ class EvalError(Exception):
     """A re-evaluation that cannot start; the message says what to do."""
 
 
+class EvalConfigError(EvalError):
+    """An ``eval`` value that cannot work; the message names the key, the value and what is
+    allowed, and the command exits with :data:`CONFIG_ERROR_EXIT`."""
+
+
+CONFIG_ERROR_EXIT = 2  # a usage error, as for an unknown command
+
+
 def _is_eval_override(override: str) -> bool:
     return override.lstrip("+~").startswith(EVAL_OVERRIDE_PREFIXES)
 
@@ -112,7 +120,7 @@ def _load_model(cfg: DictConfig, run_dir: Path, device):
 
 def evaluate_run(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
     """Re-evaluate one complete run and write its record; returns the updated record."""
-    from sweeplab.evaluation.passes import EvalPasses
+    from sweeplab.evaluation.passes import EvalPasses, check_eval_config
     from sweeplab.evaluation.report import evaluate_cached, is_eval_metric
     from sweeplab.files import atomic_write_text
 
@@ -128,6 +136,10 @@ def evaluate_run(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
             "(relaunch its sweeplab train command to finish it)"
         )
     cfg = eval_config(record, overrides)
+    try:
+        check_eval_config(cfg.eval, (cfg.get("data") or {}).get("held_out_classes"))
+    except ValueError as exc:
+        raise EvalConfigError(str(exc)) from exc
     started = time.time()
     passes = EvalPasses(cfg.eval, run_dir, force=False)
     missing = passes.missing()
@@ -188,6 +200,9 @@ def main(args: list[str]) -> int:
     try:
         run_dir = find_run(specs[0].partition("=")[2], runs_dir)
         record = evaluate_run(run_dir, overrides)
+    except EvalConfigError as exc:
+        print(f"sweeplab: {exc}", file=sys.stderr)
+        return CONFIG_ERROR_EXIT
     except EvalError as exc:
         print(f"sweeplab eval: {exc}", file=sys.stderr)
         return 1

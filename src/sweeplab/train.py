@@ -80,6 +80,8 @@ class Outcome:
     status: str
     error: str | None = None
     record: dict[str, Any] = field(default_factory=dict)
+    # A config value that cannot work: the run did not start and its record is untouched.
+    bad_config: bool = False
 
 
 # What the log line of a finished run shows (the record holds everything).
@@ -107,6 +109,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 INTERRUPTING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+CONFIG_ERROR_EXIT = 2  # a config value that cannot work, as `sweeplab eval` exits for one
 RESUME_HINT = "relaunch to resume from checkpoints/last.ckpt"
 
 
@@ -258,7 +261,6 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, record: dict | None) -> di
     from hydra.utils import instantiate
 
     from sweeplab.assembly import MODEL_INPUT_KEY, ModelInput, build_components
-    from sweeplab.evaluation.passes import check_eval_config
     from sweeplab.tracking.loggers import build_loggers, close_loggers
 
     if cfg.eval_checkpoint not in ("last", "best"):
@@ -267,7 +269,6 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, record: dict | None) -> di
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
     datamodule, module = build_components(cfg)
-    check_eval_config(cfg.eval, datamodule)
     if record is not None:
         record[MODEL_INPUT_KEY] = ModelInput.of(datamodule).to_record()
 
@@ -406,6 +407,17 @@ def run_pictures(run_dir: Path) -> dict[str, Path]:
     return {f"{PLOTS_DIR}/{p.stem}": p for p in sorted((run_dir / PLOTS_DIR).glob("*.png"))}
 
 
+def _eval_config_error(cfg: DictConfig) -> str | None:
+    """What is wrong with ``cfg.eval`` (naming the key, the value and what is allowed), if anything."""
+    from sweeplab.evaluation.passes import check_eval_config
+
+    try:
+        check_eval_config(cfg.eval, (cfg.get("data") or {}).get("held_out_classes"))
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _skip_if_complete(run_dir: Path) -> Outcome | None:
     """A ``skipped`` outcome when ``run_dir`` holds a complete record (a corrupt one reruns)."""
     try:
@@ -474,6 +486,10 @@ def execute(
     except Exception as exc:
         log.error("run could not start: %s", _short_error(exc))
         return Outcome(run_dir, "failed", _short_error(exc))
+    bad_eval = _eval_config_error(cfg)  # checked also when the run is complete: eval can change
+    if bad_eval is not None:
+        log.error("run could not start: %s", bad_eval)
+        return Outcome(run_dir, "failed", bad_eval, bad_config=True)
     skipped = _skip_if_complete(run_dir)
     if skipped is not None:
         return skipped
@@ -516,7 +532,7 @@ def _spawns_processes(cfg: DictConfig) -> bool:
     return str(devices) not in ("1", "[0]", "None") and "LOCAL_RANK" not in os.environ
 
 
-def execute_in_own_process(run_dir: Path, overrides: list[str]) -> Outcome:
+def execute_in_own_process(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Outcome:
     """Run one sweep job as a single-run ``sweeplab train`` in a child process.
 
     Lightning's DDP launcher restarts ``sys.argv`` for its other ranks; inside a
@@ -524,6 +540,10 @@ def execute_in_own_process(run_dir: Path, overrides: list[str]) -> Outcome:
     A child started with only this job's overrides gives Lightning a single-run
     command to restart, so each job trains on its devices and writes one record.
     """
+    bad_eval = _eval_config_error(cfg)
+    if bad_eval is not None:
+        log.error("run could not start: %s", bad_eval)
+        return Outcome(run_dir, "failed", bad_eval, bad_config=True)
     skipped = _skip_if_complete(run_dir)
     if skipped is not None:
         return skipped
@@ -548,7 +568,7 @@ def main(cfg: DictConfig) -> None:
     overrides = list(hydra_cfg.overrides.task)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     if multirun and _spawns_processes(cfg):
-        outcome = execute_in_own_process(run_dir, overrides)
+        outcome = execute_in_own_process(cfg, run_dir, overrides)
     else:
         choices = {
             group: str(option)
@@ -559,6 +579,9 @@ def main(cfg: DictConfig) -> None:
     if multirun and _is_rank_zero():
         # This process may not be the launcher's: the outcome goes where the sweep's summary reads.
         write_outcome(hydra_cfg.sweep.dir, outcome.run_dir, outcome.status, outcome.error)
+    if outcome.bad_config and not multirun:
+        print(f"sweeplab: {outcome.error}", file=sys.stderr)
+        raise SystemExit(CONFIG_ERROR_EXIT)
     if outcome.status == "failed" and not multirun:
         raise SystemExit(
             f"sweeplab: run failed: {outcome.error}\n  record: {outcome.run_dir / RECORD_FILE}"

@@ -388,17 +388,32 @@ class EvalPasses:
         return self.module.predict_eval(x)[0]
 
 
-def check_eval_config(eval_cfg: DictConfig, datamodule) -> None:
-    """Refuse an impossible ``eval`` config before training, naming the key at fault."""
+def check_eval_config(eval_cfg: DictConfig, held_out_classes) -> None:
+    """Refuse an impossible ``eval`` config before training or re-evaluating, naming the
+    full key, the value given and what is allowed (``ValueError``).
+
+    ``held_out_classes`` are the data's held-out classes (``data.held_out_classes``),
+    which a held-out-classes OOD set needs. Builds nothing but the OOD set objects, so
+    it is cheap enough to run on every launch, also of a run that is already complete.
+    """
     from hydra.utils import instantiate
 
-    from sweeplab.checks import positive_int
+    from sweeplab.checks import boolean, one_of, positive_int, seed
     from sweeplab.data.corruptions import CORRUPTIONS
     from sweeplab.data.ood_sets import GROUPS, HeldOutClasses
     from sweeplab.evaluation.calibrators import CALIBRATORS
     from sweeplab.evaluation.detectors import DETECTORS, build_detector
 
     positive_int("eval.calibration.n_bins", eval_cfg.calibration.get("n_bins", 15))
+    ood = eval_cfg.ood
+    one_of("eval.ood.fit_split", ood.get("fit_split", "train"), FIT_SPLITS)
+    boolean("eval.ood.select_on_val", ood.get("select_on_val", True))
+    if ood.get("fit_max_samples") is not None:
+        positive_int("eval.ood.fit_max_samples", ood.fit_max_samples)
+    if ood.get("histogram_detector") is not None:
+        one_of("eval.ood.histogram_detector", ood.histogram_detector, sorted(DETECTORS))
+    if (eval_cfg.get("shift") or {}).get("seed") is not None:
+        seed("eval.shift.seed", eval_cfg.shift.seed)
     for key, known, chosen in (
         ("eval.calibration.calibrators", CALIBRATORS, eval_cfg.calibration.get("calibrators")),
         ("eval.ood.detectors", DETECTORS, eval_cfg.ood.get("detectors")),
@@ -426,7 +441,7 @@ def check_eval_config(eval_cfg: DictConfig, datamodule) -> None:
             raise ValueError(
                 f"eval.ood.sets.{name}.group must be one of {GROUPS}, got {ood_set.group!r}"
             )
-        if isinstance(ood_set, HeldOutClasses) and not datamodule.held_out_classes:
+        if isinstance(ood_set, HeldOutClasses) and not held_out_classes:
             raise ValueError(
                 f"eval.ood.sets.{name} uses held-out classes but data.held_out_classes is empty: "
                 f"set data.held_out_classes (e.g. [8,9]) or drop the set with "
