@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+from pytorch_lightning.loggers.logger import Logger
 
 from sweeplab.assembly import BackboneFactory, ModelInput
 from sweeplab.augment.batch import MixedBatch
 from sweeplab.augment.mixup import Mixup
 from sweeplab.configs import config_dir
-from sweeplab.regimes.distill import Distill
+from sweeplab.regimes.distill import TEACHER_METRICS, Distill
 from sweeplab.regimes.distill_losses import (
     dist_loss,
     kd_loss,
@@ -295,6 +297,65 @@ def test_a_distilled_run_records_its_teachers_and_keeps_them_frozen_and_out(teac
         torch.testing.assert_close(other["state_dict"][name], value, rtol=1e-4, atol=1e-5)
     model = load_model(cached.run_dir)
     assert isinstance(model, Distill) and "teachers" not in dict(model.named_children())
+
+
+class FakeLogger(Logger):
+    """Keeps what the run sends it; as ``WandbLogger`` below, what W&B's run would get."""
+
+    received: ClassVar[list[FakeLogger]] = []
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__()
+        self.summary: dict[str, Any] = {}  # W&B: experiment.summary
+        self.images: dict[str, Any] = {}  # W&B: experiment.log(...)
+        self.metrics: dict[str, Any] = {}
+        self.hyperparams: dict[str, Any] = {}
+        type(self).received.append(self)
+
+    name = property(lambda self: "fake")
+    version = property(lambda self: "0")
+    experiment = property(lambda self: self)
+
+    def log(self, values: dict, commit: bool = False) -> None:
+        self.images.update(values)
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        self.hyperparams.update(params if isinstance(params, dict) else {})
+
+    def log_metrics(self, metrics, step=None) -> None:
+        self.metrics.update(metrics)
+
+
+class WandbLogger(FakeLogger):  # the class name is what the summary publishing dispatches on
+    received: ClassVar[list[FakeLogger]] = []
+
+
+def test_the_loggers_get_the_teachers_lineage_and_metrics_beside_the_students(teacher_store):
+    loggers = [
+        "logger=wandb",
+        "logger.wandb._target_=tests.test_distill.WandbLogger",
+        "+logger.other._target_=tests.test_distill.FakeLogger",
+    ]
+    WandbLogger.received.clear()
+    FakeLogger.received.clear()
+    student = [*STUDENT, "regime.temperature=2", "eval.plots=true"]  # eval is not in the run id
+    run = _run(teacher_store, "regime=distill", TEACHERS, *student, *loggers)
+    assert run.status == "complete", run.error
+    (wandb,), (other,) = WandbLogger.received, FakeLogger.received
+    ids = teacher_ids(teacher_store)
+    teachers = [read_record(teacher_store / "runs" / "digits_small_cnn" / i) for i in ids]
+    record = read_record(run.run_dir)
+    assert wandb.summary["teacher/run_ids"] == ",".join(ids) == other.hyperparams["teacher/run_ids"]
+    for key in TEACHER_METRICS:  # the mean over the ensemble teacher's runs, from their records
+        mean = sum(t["metrics"][key] for t in teachers) / len(teachers)
+        assert wandb.summary[f"teacher/{key}"] == pytest.approx(mean)
+        assert other.metrics[f"teacher/{key}"] == pytest.approx(mean)
+        assert wandb.summary[key] == record["metrics"][key]
+    assert wandb.summary["teacher/num_runs"] == 2
+    assert not [k for k in record["metrics"] if k.startswith("teacher/")]  # not this run's own
+    assert (run.run_dir / "plots" / "teacher_vs_student.png").is_file()
+    assert "plots/teacher_vs_student" in wandb.images
+    assert record["artifacts"]["plots/teacher_vs_student"] == "plots/teacher_vs_student.png"
 
 
 def test_a_checkpoint_path_teacher_stays_out_of_the_sources(teacher_store):

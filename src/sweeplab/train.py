@@ -345,7 +345,11 @@ def _train_and_evaluate(
         metrics["perf/train_samples_per_s"] = throughput.summary()
     metrics["train/epochs"] = float(trainer.current_epoch)
     metrics["train/steps"] = float(trainer.global_step)
-    publish_summary(loggers, metrics, step=trainer.global_step)
+    # What the regime says about its source runs (a student's teachers) is published
+    # beside the run's metrics, not stored among them.
+    plots_dir = run_dir / PLOTS_DIR if cfg.eval.get("plots", True) else None
+    summary = {**metrics, **module.source_summary(metrics, plots_dir)}
+    publish_summary(loggers, summary, step=trainer.global_step)
     pictures = run_pictures(run_dir)
     publish_images(loggers, pictures, step=trainer.global_step)
     close_loggers(loggers)

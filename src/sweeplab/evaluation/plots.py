@@ -203,3 +203,33 @@ def ensemble_members_plot(
         title += "\n" + ", ".join(f"{name} {value:.3g}" for name, value in diversity.items())
     figure.suptitle(title, fontsize="medium")
     return _save(figure, path)
+
+
+TEACHER_COLORS = {"teacher": "tab:gray", "teacher mean": "tab:blue", "student": "tab:orange"}
+
+
+def teacher_student_plot(
+    rows: Sequence[Mapping[str, object]], path: str | os.PathLike, title: str
+) -> Path:
+    """Bars of a distilled student beside its teacher run(s), one panel per metric.
+
+    ``rows`` are :func:`sweeplab.regimes.distill.teacher_rows`: ``{"model", "kind"
+    (teacher | teacher mean | student), "metric", "value"}``.
+    """
+    metrics = list(dict.fromkeys(str(row["metric"]) for row in rows))
+    if not metrics:
+        raise ValueError("no teacher or student metrics to plot")
+    figure = Figure(figsize=(SIZE * 0.8 * len(metrics), SIZE), layout="constrained")
+    axes = figure.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics, strict=True):
+        shown = [row for row in rows if row["metric"] == metric]
+        values = [float(row["value"]) for row in shown]
+        colors = [TEACHER_COLORS.get(str(row["kind"]), "tab:gray") for row in shown]
+        bars = ax.bar(np.arange(len(shown)), values, color=colors)
+        ax.bar_label(bars, fmt="%.4g", fontsize="x-small")
+        names = [str(row["model"]) for row in shown]
+        ax.set_xticks(np.arange(len(shown)), names, rotation=45, ha="right", fontsize="small")
+        ax.set_title(metric)
+        ax.set_ylim(0, max(max(values), 1e-6) * 1.15)  # room for the labels
+    figure.suptitle(title, fontsize="medium")
+    return _save(figure, path)

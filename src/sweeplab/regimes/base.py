@@ -17,10 +17,10 @@ fitting and evaluates it as built.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
@@ -139,6 +139,20 @@ class Regime(pl.LightningModule):
         """
         head = getattr(getattr(self, "backbone", None), "head", None)
         return [head] if isinstance(head, nn.Module) else []
+
+    def source_summary(
+        self, metrics: Mapping[str, float], plots_dir: Path | None
+    ) -> dict[str, Any]:
+        """Summary values about the runs this one is made from, for the loggers.
+
+        The runner publishes them beside ``metrics`` (this run's own, final) to every
+        logger that receives the summary, but keeps them out of ``record["metrics"]``:
+        they are other runs' numbers, read from those runs' records. With ``plots_dir``
+        (``eval.plots`` on) a regime may draw a picture there; it is published with the
+        run's other plots. By default nothing: only a regime whose sources mean
+        something beside its own metrics (distillation's teachers) defines it.
+        """
+        return {}
 
     # -- mixing ----------------------------------------------------------------------
 

@@ -23,12 +23,19 @@ the student). When its inputs repeat exactly (no random crop or flip, and a clea
 teacher input), its logits for the whole train split are computed once when
 training starts and indexed by each batch's sample indices (``cache_teacher``);
 otherwise it runs under ``torch.inference_mode`` in the student's precision.
+
+When the run ends, :meth:`Distill.source_summary` gives the loggers (W&B's summary,
+TensorBoard) the teacher lineage (``teacher/run_ids``) and the teacher's headline test
+metrics beside the student's (``teacher/test/cls/acc``, ``…/nll``, ``teacher/test/cal/ece``:
+the mean over an ensemble teacher's runs), read from the teacher runs' records, and with
+``eval.plots`` the bars of ``plots/teacher_vs_student.png``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -56,6 +63,10 @@ from sweeplab.tracking.lineage import is_checkpoint_path, source_ids
 TERMS = ("ce", "kd", "hint", "dist")
 TEACHER_INPUTS = ("mixed", "clean")
 CACHE_CHOICES = ("auto", True, False)
+# What a distilled run publishes about its teacher run(s) beside its own metrics.
+TEACHER_PREFIX = "teacher/"
+TEACHER_METRICS = ("test/cls/acc", "test/cls/nll", "test/cal/ece")
+TEACHER_PLOT = "teacher_vs_student.png"
 log = logging.getLogger(__name__)
 
 
@@ -112,6 +123,64 @@ def load_teachers(
     ids = source_ids(teacher, None if runs_dir is None else str(runs_dir))
     runs = [open_run(run_id, runs_dir) for run_id in ids]
     return [load_model(run, checkpoint) for run in runs], ids, [model_input_of(r) for r in runs]
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def teacher_metrics(
+    ids: Sequence[str], runs_dir: str | os.PathLike | None
+) -> dict[str, dict[str, float]]:
+    """``run id -> {metric: value}`` of :data:`TEACHER_METRICS`, from each run's record."""
+    from sweeplab.tracking.runs import open_run
+
+    out: dict[str, dict[str, float]] = {}
+    for run_id in ids:
+        recorded = open_run(run_id, runs_dir).metrics
+        values = {key: _finite(recorded.get(key)) for key in TEACHER_METRICS}
+        out[run_id] = {key: value for key, value in values.items() if value is not None}
+    return out
+
+
+def teacher_summary(per_run: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
+    """``teacher/run_ids`` (comma-separated), ``teacher/num_runs`` and ``teacher/<metric>``,
+    the mean over the teacher runs that record it (one run: its own value)."""
+    summary: dict[str, Any] = {
+        f"{TEACHER_PREFIX}run_ids": ",".join(per_run),
+        f"{TEACHER_PREFIX}num_runs": float(len(per_run)),
+    }
+    for key in TEACHER_METRICS:
+        values = [metrics[key] for metrics in per_run.values() if key in metrics]
+        if values:
+            summary[f"{TEACHER_PREFIX}{key}"] = sum(values) / len(values)
+    return summary
+
+
+def teacher_rows(
+    per_run: Mapping[str, Mapping[str, float]], student: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """Bars of :func:`sweeplab.evaluation.plots.teacher_student_plot`: per metric, each
+    teacher run, their mean (several runs) and the student."""
+    rows: list[dict[str, Any]] = []
+    summary = teacher_summary(per_run)
+    for key in TEACHER_METRICS:
+        metric = key.rsplit("/", 1)[-1]
+
+        def add(model: str, kind: str, value: Any, metric: str = metric) -> None:
+            if (number := _finite(value)) is not None:
+                rows.append({"model": model, "kind": kind, "metric": metric, "value": number})
+
+        for run_id, metrics in per_run.items():
+            add(f"teacher {run_id}", "teacher", metrics.get(key))
+        if len(per_run) > 1:
+            add("teacher mean", "teacher mean", summary.get(f"{TEACHER_PREFIX}{key}"))
+        add("student", "student", student.get(key))
+    return rows
 
 
 @contextlib.contextmanager
@@ -197,6 +266,7 @@ class Distill(Regime):
         self.dist_weights = {"inter": 1.0, "intra": 1.0, **(_plain(dist) or {})}
         self.teacher_input = teacher_input
         self.cache_teacher = cache_teacher
+        self.runs_dir = runs_dir
 
         self.backbone = build_backbone(backbone)
         self.attach_mixer(mixer, self.backbone)
@@ -435,6 +505,30 @@ class Distill(Regime):
         for i, name in enumerate(TERMS):
             if self.weights[name] > 0:
                 self.log(f"train/distill/{name}", self._term_sums[i] / count, on_epoch=True)
+
+    # -- the teacher beside the student, for the loggers -------------------------------
+
+    def source_summary(
+        self, metrics: Mapping[str, float], plots_dir: Path | None
+    ) -> dict[str, Any]:
+        """The teacher lineage and metrics (see the module docstring); a checkpoint-path
+        teacher is no run of the store, so it adds nothing. A teacher record that cannot
+        be read any more is logged and left out: the student's run is complete anyway."""
+        if not self.teacher_ids:
+            return {}
+        try:
+            per_run = teacher_metrics(self.teacher_ids, self.runs_dir)
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("teacher metrics not published: %s", exc)
+            return {}
+        if plots_dir is not None:
+            from sweeplab.evaluation.plots import teacher_student_plot
+
+            rows = teacher_rows(per_run, metrics)
+            if rows:
+                which = "ensemble teacher" if len(per_run) > 1 else "teacher"
+                teacher_student_plot(rows, Path(plots_dir) / TEACHER_PLOT, f"{which} vs student")
+        return teacher_summary(per_run)
 
     # -- evaluation: the student alone -----------------------------------------------
 

@@ -111,15 +111,24 @@ def csv_logger(loggers: list[Any]) -> RunCSVLogger:
     return next(logger for logger in loggers if isinstance(logger, RunCSVLogger))
 
 
-def publish_summary(loggers: list[Any], metrics: dict[str, float], step: int) -> None:
-    """Send the final metrics to every logger except the CSV (they live in the record)."""
+def publish_summary(loggers: list[Any], metrics: dict[str, float | str], step: int) -> None:
+    """Send the final metrics to every logger except the CSV (they live in the record).
+
+    Text values (a lineage such as ``teacher/run_ids``) go into W&B's summary like the
+    numbers; other loggers' ``log_metrics`` takes numbers only, so they get them as
+    hyperparameters.
+    """
+    numbers = {key: value for key, value in metrics.items() if not isinstance(value, str)}
+    texts = {key: value for key, value in metrics.items() if isinstance(value, str)}
     for logger in loggers:
         if isinstance(logger, RunCSVLogger):
             continue
         if type(logger).__name__ == "WandbLogger":
             logger.experiment.summary.update(metrics)
         else:
-            logger.log_metrics(metrics, step=step)
+            logger.log_metrics(numbers, step=step)
+            if texts:
+                logger.log_hyperparams(texts)
             logger.save()
 
 
