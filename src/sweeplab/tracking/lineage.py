@@ -99,7 +99,8 @@ def resolve_sources(config: Mapping[str, Any]) -> dict[str, list[str]]:
 
 def pin_sources(cfg: DictConfig) -> list[str]:
     """Replace each source selector of ``cfg`` by its run ids; return all ids, sorted."""
-    container = OmegaConf.to_container(cfg, resolve=True)
+    keys = [key for key in cfg if key != "hydra"]  # Hydra's node resolves only inside a job
+    container = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
     pinned = resolve_sources(container)
     for key, ids in pinned.items():
         OmegaConf.update(cfg, key, ids, merge=False)
