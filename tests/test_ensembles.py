@@ -142,7 +142,7 @@ def test_heterogeneous_members_loop_and_pad_their_features():
         seed=0,
     )
     assert [type(m).__name__ for m in joint.members] == ["MLP", "SmallCNN"]
-    assert joint.vectorized() is False and "architectures" in joint.stackable
+    assert joint.vectorized() is False and "architectures" in joint.unstackable_reason
     x = torch.randn(5, 1, 8, 8)
     logits, features = joint.predict_eval(x)
     assert logits.shape == (5, 2, 10) and features.shape == (5, 2, 16)
@@ -175,7 +175,9 @@ def test_a_vectorised_ensemble_refuses_manifold_mixup():
     mixer = ManifoldMixup(num_classes=10, alpha=2.0)
     with pytest.raises(ValueError, match="manifold_mixup"):
         ensemble(num_members=2, vectorize=True, mixer=mixer)
-    assert ensemble(num_members=2, mixer=ManifoldMixup(num_classes=10, alpha=2.0)).stackable
+    assert ensemble(
+        num_members=2, mixer=ManifoldMixup(num_classes=10, alpha=2.0)
+    ).unstackable_reason
 
 
 def test_a_joint_ensemble_trains_evaluates_and_reloads(tmp_path):

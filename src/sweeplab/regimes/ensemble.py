@@ -149,16 +149,15 @@ class Ensemble(Regime):
         ]
         self.members = nn.ModuleList(built)
         self.shared_batches = bool(shared_batches)
-        self.seed = seed
         self.attach_mixer(mixer, self.members[0])
         for member in self.members[1:]:
             self.mixer.check_backbone(member)
         self.member_mixers = [self.mixer] + [
             self._own_mixer(m) for m in range(1, len(self.members))
         ]
-        self.stackable = self._why_not_stackable()
-        if vectorize is True and self.stackable:
-            raise ValueError(f"regime.vectorize=true is impossible: {self.stackable}")
+        self.unstackable_reason = self._why_not_stackable()
+        if vectorize is True and self.unstackable_reason:
+            raise ValueError(f"regime.vectorize=true is impossible: {self.unstackable_reason}")
         self.vectorize = vectorize
         self._orders: dict[int, tuple[int | None, list[Tensor]]] = {}
 
@@ -183,7 +182,7 @@ class Ensemble(Regime):
 
     def vectorized(self) -> bool:
         """Whether this step takes the vectorised path (see the module docstring)."""
-        if self.stackable:
+        if self.unstackable_reason:
             return False
         if self.vectorize == "auto":
             return self.device.type == "cuda"
