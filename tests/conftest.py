@@ -88,6 +88,22 @@ def kill_when(args: list[str], cwd: Path, ready: Callable[[], bool], timeout: fl
     return held
 
 
+def run_in_store(store: Path, overrides: list[str]):
+    """One in-process ``sweeplab train`` of ``overrides`` into ``store``, in the run directory
+    Hydra would pick (source selectors pinned to run ids, or their text if they match nothing)."""
+    from sweeplab.tracking.identity import compute_run_id
+    from sweeplab.train import execute
+
+    cfg = compose_config(
+        [f"paths.root_dir={store}", "trainer.enable_progress_bar=false", *overrides]
+    )
+    try:  # as tracking.identity._run_id_resolver does it
+        run_id = compute_run_id(cfg)
+    except ValueError:
+        run_id = compute_run_id(cfg, pin_sources=False)
+    return execute(cfg, store / "runs" / cfg.name / run_id, overrides, {"regime": cfg.regime.name})
+
+
 def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None):
     """Run ``python -m sweeplab …`` in a subprocess and return the completed process."""
     # One thread per process: sweeps and DDP ranks share the two cores.

@@ -26,10 +26,8 @@ from sweeplab.regimes.distill_losses import (
 )
 from sweeplab.regimes.erm import ERM
 from sweeplab.regimes.loading import load_model
-from sweeplab.tracking.identity import compute_run_id
 from sweeplab.tracking.record import read_record
-from sweeplab.train import execute
-from tests.conftest import compose_config
+from tests.conftest import compose_config, run_in_store
 
 DIGITS = ModelInput(channels=1, height=8, width=8, num_classes=8)  # 8, 9 held out
 TINY = [
@@ -56,15 +54,7 @@ def sgd(params):
 
 
 def _run(store: Path, *overrides: str):
-    cfg = compose_config(
-        [f"paths.root_dir={store}", "trainer.enable_progress_bar=false", *TINY, *overrides]
-    )
-    try:  # as Hydra's run dir does it (tracking.identity._run_id_resolver)
-        run_id = compute_run_id(cfg)
-    except ValueError:
-        run_id = compute_run_id(cfg, pin_sources=False)
-    run_dir = store / "runs" / cfg.name / run_id
-    return execute(cfg, run_dir, [*TINY, *overrides], {"regime": cfg.regime.name})
+    return run_in_store(store, [*TINY, *overrides])
 
 
 @pytest.fixture(scope="module")

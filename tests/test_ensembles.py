@@ -18,8 +18,7 @@ from sweeplab.regimes.loading import load_model
 from sweeplab.tracking.identity import compute_run_id, seed_block
 from sweeplab.tracking.lineage import pin_sources
 from sweeplab.tracking.record import read_record
-from sweeplab.train import execute
-from tests.conftest import compose_config
+from tests.conftest import compose_config, run_in_store
 
 DIGITS = ModelInput(channels=1, height=8, width=8, num_classes=10)
 TINY = [
@@ -49,15 +48,7 @@ def ensemble(**options) -> Ensemble:
 
 
 def _run(store: Path, *overrides: str):
-    cfg = compose_config(
-        [f"paths.root_dir={store}", "trainer.enable_progress_bar=false", *TINY, *overrides]
-    )
-    try:  # as Hydra's run dir does it (tracking.identity._run_id_resolver)
-        run_id = compute_run_id(cfg)
-    except ValueError:
-        run_id = compute_run_id(cfg, pin_sources=False)
-    run_dir = store / "runs" / cfg.name / run_id
-    return execute(cfg, run_dir, [*TINY, *overrides], {"regime": cfg.regime.name})
+    return run_in_store(store, [*TINY, *overrides])
 
 
 # -- regime=ensemble ------------------------------------------------------------------
@@ -186,8 +177,12 @@ def test_a_joint_ensemble_trains_evaluates_and_reloads(tmp_path):
     cache = torch.load(outcome.run_dir / "eval_cache" / "test.pt", weights_only=True)
     assert cache["member_logits"].shape[1] == 2
     model = load_model(outcome.run_dir)
-    images = torch.load(outcome.run_dir / "eval_cache" / "test.pt", weights_only=True)
-    assert isinstance(model, Ensemble) and images["member_logits"].shape[1] == 2
+    saved = torch.load(outcome.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert isinstance(model, Ensemble) and model.num_members == 2
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, saved["state_dict"][name], rtol=0, atol=0, msg=name)
+    first, second = (model.members[m].head.weight for m in (0, 1))
+    assert not torch.equal(first, second)  # two trained members, not one twice
 
 
 # -- regime=ensemble_from_runs and lineage ----------------------------------------------
