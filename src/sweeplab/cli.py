@@ -11,10 +11,13 @@ sweeplab sync [--runs-dir]           upload the store's offline W&B runs
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import warnings
+from collections.abc import Callable
 
+from sweeplab import disk_faults
 from sweeplab.tracking.layout import RUNS_DIR_RULE
 
 USAGE = f"""usage: sweeplab <command> [args…]
@@ -46,12 +49,41 @@ def _train(args: list[str]) -> int:
     if "--help" in args or "-h" in args:
         return _train_help()
     try:
-        train.main()
+        _run_hydra_app(train.main)
     except train.Interrupted as exc:  # recorded; exit as the shell reports a signal
         return exc.exit_code
     # A sweep's summary was printed by the SweepSummary callback; a failed job fails the command.
     sweep = sweeps.LAST_SWEEP
     return 1 if sweep is not None and sweep.failed else 0
+
+
+def _run_hydra_app(app: Callable[[], None]) -> None:
+    """Run a Hydra app so that a disk fault reaches :func:`main` as an exception.
+
+    Hydra prints any error that escapes the app (creating the run directory is one) as
+    a traceback and exits; ``HYDRA_FULL_ERROR`` makes it raise instead. Every error that
+    is not a disk fault then goes to Hydra's own report, as before. A user who set
+    ``HYDRA_FULL_ERROR`` gets full tracebacks of everything.
+    """
+    if os.environ.get("HYDRA_FULL_ERROR"):
+        app()
+        return
+    from hydra._internal.utils import run_and_report
+
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        app()
+    except Exception as exc:
+        if disk_faults.describe(exc) is not None:
+            raise
+        del os.environ["HYDRA_FULL_ERROR"]
+        run_and_report(functools.partial(_raise, exc))  # the trimmed traceback, exit 1
+    finally:
+        os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
 
 
 def _train_help() -> int:
@@ -133,6 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `sweeplab runs | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:  # a full disk, a corrupt archive: the user's to fix, in one line
+        reason = disk_faults.describe(exc)
+        if reason is None or os.environ.get("HYDRA_FULL_ERROR"):
+            raise
+        print(f"sweeplab: {reason}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

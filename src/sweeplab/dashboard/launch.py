@@ -16,11 +16,31 @@ from pathlib import Path
 from sweeplab.tracking import layout
 
 DEFAULT_PORT = 8501
+MAX_PORT = 65535
 APP = Path(__file__).with_name("app.py")
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """A bad option is one ``sweeplab:`` line, not the usage block and a traceback."""
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("sweeplab ")
+        self.exit(2, f"sweeplab: {command}: {message} (see {self.prog} --help)\n")
+
+
+def port_number(text: str) -> int:
+    """``--port``: a TCP port in 0–65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"must be a port number in 0–{MAX_PORT}, got {text!r}")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog="sweeplab dashboard",
         description="Browse the run store: runs table, one run's curves, plots and metrics, "
         "and comparisons across runs.",
@@ -33,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="experiments",
         help="table specs shown on the Tables page (default: %(default)s)",
     )
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="default: %(default)s")
+    parser.add_argument(
+        "--port", type=port_number, default=DEFAULT_PORT, help="0–65535 (default: %(default)s)"
+    )
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
     )
@@ -48,6 +70,14 @@ def port_in_use(host: str, port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+def free_port_after(host: str, port: int, tries: int = 50) -> int | None:
+    """The first port above ``port`` that nothing listens on, to suggest instead of it."""
+    for candidate in range(port + 1, min(port + 1 + tries, MAX_PORT + 1)):
+        if not port_in_use(host, candidate):
+            return candidate
+    return None
 
 
 def streamlit_command(
@@ -87,9 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     runs_dir = layout.runs_dir(args.runs_dir).resolve()
     if port_in_use(args.host, args.port):
+        free = free_port_after(args.host, args.port)
+        example = f" (e.g. --port {free}, which is free)" if free is not None else ""
         print(
-            f"sweeplab dashboard: port {args.port} on {args.host} is already in use; "
-            f"pick another with --port (e.g. --port {args.port + 1}).",
+            f"sweeplab: port {args.port} on {args.host} is already in use; "
+            f"pick another with --port{example}",
             file=sys.stderr,
         )
         return 1

@@ -13,7 +13,10 @@ with a forced GRAY or RGB mode), never unpacked to disk for the in-memory path.
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
+import lzma
 import os
 import shutil
 import tarfile
@@ -23,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from PIL import Image
@@ -32,6 +35,7 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 
 from sweeplab.data.cache import cache_file, load_or_build
+from sweeplab.disk_faults import ARCHIVE_READ_ERRORS, CorruptArchiveError
 
 SPLIT_DIR_NAMES = {"train": "train", "training": "train", "test": "test", "testing": "test"}
 IMAGE_EXTENSIONS = (
@@ -203,12 +207,50 @@ def _iter_files(root: Path) -> Iterator[tuple[str, bytes]]:
             f"data.root must be an image folder or a {'/'.join(ARCHIVE_SUFFIXES)} archive, "
             f"got {root}"
         )
-    with tarfile.open(root, "r|*") as archive:  # a stream: no seeks back into the gzip
-        for member in archive:
-            if member.isfile() and is_image_path(member.name):
-                handle = archive.extractfile(member)
-                if handle is not None:
-                    yield member.name, handle.read()
+    try:
+        with (
+            _open_tar_bytes(root) as stream,
+            tarfile.open(fileobj=stream, mode="r|") as archive,  # a stream: no seeks back
+        ):
+            for member in archive:
+                if member.isfile() and is_image_path(member.name):
+                    handle = archive.extractfile(member)
+                    if handle is not None:
+                        yield member.name, handle.read()
+            while stream.read(1 << 20):  # to the end, where a cut or damaged stream shows
+                pass
+    except ARCHIVE_READ_ERRORS as error:
+        raise CorruptArchiveError(root, error) from error
+
+
+def _decompressor(path: Path):
+    """``gzip.open``, ``bz2.open`` or ``lzma.open`` by the file's magic bytes; ``None``: a plain tar."""
+    with open(path, "rb") as raw:
+        magic = raw.read(6)
+    if magic.startswith(b"\x1f\x8b"):
+        return gzip.open
+    if magic.startswith(b"BZh"):
+        return bz2.open
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return lzma.open
+    return None
+
+
+def _open_tar_bytes(path: Path) -> BinaryIO:
+    """The archive's tar bytes, through a reader that checks where the compressed stream
+    ends and its checksum: tarfile's own stream reader stops quietly at a cut between two
+    members, so a truncated download would load as a smaller data set."""
+    opener = _decompressor(path)
+    return opener(path, "rb") if opener is not None else open(path, "rb")
+
+
+def _check_compressed_stream(path: Path) -> None:
+    """Read a compressed archive to its end, raising if it is cut short or damaged."""
+    if _decompressor(path) is None:
+        return
+    with _open_tar_bytes(path) as stream:
+        while stream.read(1 << 20):
+            pass
 
 
 def decode_image_folder(
@@ -292,9 +334,12 @@ def unpack_archive(archive: Path, cache_dir: str | os.PathLike) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
+        _check_compressed_stream(archive)
         with tarfile.open(archive, "r:*") as tar:
             tar.extractall(staging, filter="data")
         os.replace(staging, target)
+    except ARCHIVE_READ_ERRORS as error:  # before OSError: a bad gzip is an OSError too
+        raise CorruptArchiveError(archive, error) from error
     except OSError:
         if not target.is_dir():  # a real failure, not another process winning the race
             raise

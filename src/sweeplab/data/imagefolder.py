@@ -27,6 +27,19 @@ from sweeplab.data.splits import SplitPart, SplitPlan
 from sweeplab.data.streaming import FolderImages, SplitDataset, StreamingBatchLoader
 
 
+def _require_two_classes(root: Path, class_names: list[str]) -> None:
+    """Say what the folder holds when it cannot train a classifier, before any other key
+    (``data.held_out_classes``) is blamed for it."""
+    if len(class_names) >= 2:
+        return
+    found = f" ({', '.join(class_names)})" if class_names else ""
+    plural = "" if len(class_names) == 1 else "s"
+    raise ValueError(
+        f"data.root {root} has {len(class_names)} class folder{plural}{found}; "
+        "a classifier needs at least 2 (one folder of images per class)"
+    )
+
+
 class ImageFolderDataModule(InMemoryDataModule):
     """Images from a folder or archive; a fixed test split is carved if it has none.
 
@@ -66,14 +79,17 @@ class ImageFolderDataModule(InMemoryDataModule):
             payload = load_image_folder(
                 root, channels=self.channels, image_size=self.image_size, cache_dir=self.cache_dir
             )
-            return SourceData(
+            source = SourceData(
                 payload["class_names"],
                 payload["train_images"],
                 payload["train_labels"],
                 payload["test_images"],
                 payload["test_labels"],
             )
-        return self._index_folder(root)
+        else:
+            source = self._index_folder(root)
+        _require_two_classes(root, source.class_names)
+        return source
 
     # ------------------------------------------------------------------ streaming path
     def _index_folder(self, root: Path) -> SourceData:

@@ -25,6 +25,7 @@ from sweeplab.data.corruptions import gaussian_filter
 from sweeplab.data.folder_archives import SPLIT_DIR_NAMES, is_archive, load_image_folder
 from sweeplab.data.splits import derive_seed
 from sweeplab.data.torchvision_sets import TORCHVISION_DATASETS, load_torchvision_split
+from sweeplab.disk_faults import CorruptArchiveError
 
 log = logging.getLogger(__name__)
 
@@ -314,6 +315,8 @@ class ImageFolderSet(SampledSet):
             payload = load_image_folder(
                 root, channels=self.channels, image_size=self.image_size, cache_dir=self.cache_dir
             )
+        except CorruptArchiveError as error:  # its own kind: the command says it in one line
+            raise CorruptArchiveError(error.archive, error.cause, f"OOD set {self.name}") from error
         except ValueError as error:
             raise ValueError(f"OOD set {self.name} ({root}): {error}") from error
         pools = {"train": payload["train_images"]}
