@@ -137,9 +137,35 @@ def test_runs_by_sweep_lists_each_sweep_with_its_counts(tmp_path, capsys):
 
     assert runs_main(["--runs-dir", str(runs_dir), "--by-sweep"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["sweep", "started", "runs", "complete", "skipped", "failed"]
-    assert lines[2].split() == ["2026-01-02_03-04-05", "2026-01-02", "03:04:05", "2", "1", "0", "1"]
-    assert lines[3].split() == ["2026-01-03_00-00-00", "2026-01-03", "00:00:00", "2", "1", "1", "0"]
+    assert lines[0].split() == [
+        "sweep",
+        "started",
+        "runs",
+        "complete",
+        "skipped",
+        "failed",
+        "running_elsewhere",
+    ]
+    assert lines[2].split() == [
+        "2026-01-02_03-04-05",
+        "2026-01-02",
+        "03:04:05",
+        "2",
+        "1",
+        "0",
+        "1",
+        "0",
+    ]
+    assert lines[3].split() == [
+        "2026-01-03_00-00-00",
+        "2026-01-03",
+        "00:00:00",
+        "2",
+        "1",
+        "1",
+        "0",
+        "0",
+    ]
     assert "2 sweeps in" in lines[-1]
 
     assert runs_main(["--runs-dir", str(runs_dir), "--sweep", second.name]) == 0

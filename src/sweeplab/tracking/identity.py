@@ -26,6 +26,7 @@ NON_RESULT_KEYS = (
     "hparams_search",
     "name",
     "tags",
+    "on_running",  # what to do when another trainer holds the run, not how it trains
     "paths",
     "logger",
     "regime.runs_dir",

@@ -25,7 +25,9 @@ from sweeplab.files import atomic_write_text
 
 SWEEPS_DIR = "_sweeps"
 OUTCOMES_DIR = "outcomes"
-OUTCOME_STATUSES = ("complete", "skipped", "failed")
+# ``running_elsewhere``: another trainer held the run's lock, so this job left it alone.
+RUNNING_ELSEWHERE = "running_elsewhere"
+OUTCOME_STATUSES = ("complete", "skipped", "failed", RUNNING_ELSEWHERE)
 SWEEP_TIME_FORMAT = "%Y-%m-%d_%H-%M-%S"  # as hydra.sweep.dir names them
 
 
@@ -99,14 +101,21 @@ class Sweep:
         return [o for o in self.outcomes if o.get("status") == "failed"]
 
     @property
+    def running_elsewhere(self) -> list[dict[str, Any]]:
+        return [o for o in self.outcomes if o.get("status") == RUNNING_ELSEWHERE]
+
+    @property
     def run_ids(self) -> set[str]:
         return {str(o.get("run_id")) for o in self.outcomes}
 
     def summary_line(self) -> str:
+        """Counts of each outcome; runs held by another trainer only when there are some."""
         counts = self.counts
+        elsewhere = counts[RUNNING_ELSEWHERE]
         return (
             f"sweep: {len(self.outcomes)} runs — {counts['complete']} complete, "
             f"{counts['skipped']} already complete (skipped), {counts['failed']} failed"
+            + (f", {elsewhere} running elsewhere (skipped)" if elsewhere else "")
         )
 
 
@@ -127,6 +136,10 @@ def report(sweep: Sweep, runs_dir: str | os.PathLike) -> str:
     """What a researcher needs after a sweep: counts, each failure and why, where to look."""
     lines = [sweep.summary_line()]
     lines += [f"  failed: {o.get('run_dir')}: {o.get('error')}" for o in sweep.failed]
+    lines += [
+        f"  running elsewhere: {o.get('run_dir')} ({o.get('error')})"
+        for o in sweep.running_elsewhere
+    ]
     lines.append(f"  runs: {Path(runs_dir).resolve()}")
     lines.append(f"  sweep: {sweep.path.resolve()} (sweeplab runs --sweep {sweep.name})")
     return "\n".join(lines)
