@@ -66,7 +66,7 @@ def test_eval_command_exits_2_with_one_line(complete_run):
     result = run_cli(["eval", f"run={complete_run}", "eval.shift.severities=[0]"], cwd=complete_run)
     assert result.returncode == 2, result.stderr[-3000:]
     assert _one_line(result.stderr) == (
-        "sweeplab: eval.shift.severities must be integers in 1..5, got [0]"
+        "sweeplab: eval.shift.severities[0] must be an integer in 1..5, got 0"
     )
 
 

@@ -123,6 +123,7 @@ def evaluate_run(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
     from sweeplab.evaluation.passes import EvalPasses, check_eval_config
     from sweeplab.evaluation.report import evaluate_cached, is_eval_metric
     from sweeplab.files import atomic_write_text
+    from sweeplab.schema import check_config
 
     try:
         record = read_record(run_dir)
@@ -137,6 +138,7 @@ def evaluate_run(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
         )
     cfg = eval_config(record, overrides)
     try:
+        check_config(cfg, groups=["eval"])
         check_eval_config(cfg.eval, (cfg.get("data") or {}).get("held_out_classes"))
     except ValueError as exc:
         raise EvalConfigError(str(exc)) from exc

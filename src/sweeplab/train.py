@@ -48,7 +48,8 @@ from sweeplab.tracking.record import (
     read_record,
     write_record,
 )
-from sweeplab.tracking.sweeps import write_outcome
+from sweeplab.tracking.run_lock import LOCK_FILE, Holder, RunLock, read_holder
+from sweeplab.tracking.sweeps import RUNNING_ELSEWHERE, write_outcome
 
 log = logging.getLogger("sweeplab.train")
 register_resolvers()
@@ -74,7 +75,8 @@ def _quiet_third_party_noise() -> None:
 
 @dataclass
 class Outcome:
-    """What happened to one run of a launch: ``complete``, ``skipped`` or ``failed``."""
+    """What happened to one run of a launch: ``complete``, ``skipped``, ``failed`` or
+    ``running_elsewhere`` (another trainer holds its lock; ``error`` then names it)."""
 
     run_dir: Path
     status: str
@@ -175,17 +177,21 @@ def _short_error(exc: BaseException) -> str:
 
     Hydra wraps errors raised while instantiating a config node, and a node built
     inside another (the backbone, inside the regime) is wrapped twice; the innermost
-    error says what was wrong and the innermost wrapper which node it was.
+    error says what was wrong and the innermost wrapper which node it was. A disk fault
+    (full disk, corrupt archive, …) is said as the user fixes it, without the type.
     """
+    from sweeplab.disk_faults import describe
+
     inner, node = exc, None
     while type(inner).__name__ == "InstantiationException" and inner.__cause__ is not None:
         keys = re.findall(r"full_key: (\S+)", str(inner))
         node = keys[-1] if keys else node
         inner = inner.__cause__
-    message = " ".join((str(inner).strip() or repr(inner)).split())
+    fault = describe(inner)
+    message = " ".join((fault or str(inner).strip() or repr(inner)).split())
     if node is not None:
         message += f" (while creating `{node}`)"
-    return f"{type(inner).__name__}: {message}"
+    return message if fault is not None else f"{type(inner).__name__}: {message}"
 
 
 def _start_record(
@@ -411,11 +417,14 @@ def run_pictures(run_dir: Path) -> dict[str, Path]:
     return {f"{PLOTS_DIR}/{p.stem}": p for p in sorted((run_dir / PLOTS_DIR).glob("*.png"))}
 
 
-def _eval_config_error(cfg: DictConfig) -> str | None:
-    """What is wrong with ``cfg.eval`` (naming the key, the value and what is allowed), if anything."""
+def config_error(cfg: DictConfig) -> str | None:
+    """What is wrong with a value of ``cfg`` (naming the full key, the value and what is
+    allowed), if anything: every value by its type and range, then what ``eval`` names."""
     from sweeplab.evaluation.passes import check_eval_config
+    from sweeplab.schema import check_config
 
     try:
+        check_config(cfg)
         check_eval_config(cfg.eval, (cfg.get("data") or {}).get("held_out_classes"))
     except ValueError as exc:
         return str(exc)
@@ -432,6 +441,29 @@ def _skip_if_complete(run_dir: Path) -> Outcome | None:
         return None
     log.info("run %s is already complete: %s (skipped)", record["run_id"], run_dir)
     return Outcome(run_dir, "skipped", record=record)
+
+
+def _running_elsewhere(run_dir: Path, holder: Holder | None) -> Outcome:
+    """The outcome of a run that another trainer holds: not trained here, not a failure."""
+    detail = holder.describe() if holder is not None else "another trainer holds its lock"
+    return Outcome(run_dir, RUNNING_ELSEWHERE, detail)
+
+
+def _lock_run(cfg: DictConfig, run_dir: Path) -> tuple[RunLock | None, Outcome | None]:
+    """Take the run's lock as ``on_running`` says: the held lock, or the outcome of this launch.
+
+    The record is checked again once the lock is ours: the trainer we waited for (or
+    one that finished just before we locked) may have completed the run.
+    """
+    lock = RunLock(run_dir)
+    other = lock.acquire(cfg.get("on_running", "skip"))  # checked with the config
+    if other is not None:
+        return None, _running_elsewhere(run_dir, other)
+    skipped = _skip_if_complete(run_dir)
+    if skipped is not None:
+        lock.release()
+        return None, skipped
+    return lock, None
 
 
 def _failure_reason(exc: BaseException, received: list[int]) -> str:
@@ -484,20 +516,45 @@ def execute(
     run_dir.mkdir(parents=True, exist_ok=True)
     overrides = list(overrides or [])
     rank_zero = _is_rank_zero()
+    bad_value = config_error(cfg)  # before anything, also when the run is complete
+    if bad_value is not None:
+        log.error("run could not start: %s", bad_value)
+        return Outcome(run_dir, "failed", bad_value, bad_config=True)
     try:
         run_id = compute_run_id(cfg)
         sources = pin_sources(cfg)  # the stored config names its source runs by id
     except Exception as exc:
         log.error("run could not start: %s", _short_error(exc))
         return Outcome(run_dir, "failed", _short_error(exc))
-    bad_eval = _eval_config_error(cfg)  # checked also when the run is complete: eval can change
-    if bad_eval is not None:
-        log.error("run could not start: %s", bad_eval)
-        return Outcome(run_dir, "failed", bad_eval, bad_config=True)
     skipped = _skip_if_complete(run_dir)
     if skipped is not None:
         return skipped
+    lock = None
+    if rank_zero:  # the other DDP ranks train the run their rank 0 has locked
+        lock, outcome = _lock_run(cfg, run_dir)
+        if outcome is not None:
+            return outcome
+    try:
+        return _attempt(cfg, run_dir, run_id, overrides, choices, sources, lock)
+    finally:
+        if lock is not None:
+            lock.release()
 
+
+def _attempt(
+    cfg: DictConfig,
+    run_dir: Path,
+    run_id: str,
+    overrides: list[str],
+    choices: dict[str, str] | None,
+    sources: list[str],
+    lock: RunLock | None,
+) -> Outcome:
+    """Train, evaluate and record one attempt at the run, holding its lock (rank 0).
+
+    A trainer whose lock was stolen does not write its final record over the thief's.
+    """
+    rank_zero = _is_rank_zero()
     started = time.time()
     record = None
     with _interruptible() as received:
@@ -517,6 +574,15 @@ def execute(
 
     if record is None:  # not rank zero: the record belongs to rank 0
         return Outcome(run_dir, "complete")
+    if lock is not None and not lock.still_held():
+        holder = read_holder(lock.path)
+        thief = holder.describe() if holder is not None else "its lock file is gone"
+        error = (
+            f"another trainer took this run's lock ({thief}; on_running=steal): "
+            "the results of this attempt were not recorded"
+        )
+        log.error("run %s: %s", run_dir, error)
+        return Outcome(run_dir, "failed", error)
     record.update(
         status="complete",
         error=None,
@@ -544,10 +610,10 @@ def execute_in_own_process(cfg: DictConfig, run_dir: Path, overrides: list[str])
     A child started with only this job's overrides gives Lightning a single-run
     command to restart, so each job trains on its devices and writes one record.
     """
-    bad_eval = _eval_config_error(cfg)
-    if bad_eval is not None:
-        log.error("run could not start: %s", bad_eval)
-        return Outcome(run_dir, "failed", bad_eval, bad_config=True)
+    bad_value = config_error(cfg)
+    if bad_value is not None:
+        log.error("run could not start: %s", bad_value)
+        return Outcome(run_dir, "failed", bad_value, bad_config=True)
     skipped = _skip_if_complete(run_dir)
     if skipped is not None:
         return skipped
@@ -560,6 +626,9 @@ def execute_in_own_process(cfg: DictConfig, run_dir: Path, overrides: list[str])
         return Outcome(run_dir, "failed", str(exc))
     if record.get("status") == "complete" and result.returncode == 0:
         return Outcome(run_dir, "complete", record=record)
+    if result.returncode == 0:  # the job's process exits 0 on an incomplete run only when
+        # another trainer holds its lock (the child locks it: this process never does)
+        return _running_elsewhere(run_dir, read_holder(run_dir / LOCK_FILE))
     error = record.get("error") or f"the job's process exited with code {result.returncode}"
     return Outcome(run_dir, "failed", error, record)
 
@@ -586,6 +655,11 @@ def main(cfg: DictConfig) -> None:
     if outcome.bad_config and not multirun:
         print(f"sweeplab: {outcome.error}", file=sys.stderr)
         raise SystemExit(CONFIG_ERROR_EXIT)
+    if outcome.status == RUNNING_ELSEWHERE:
+        if multirun:
+            log.info("run %s is running elsewhere (%s): skipped", outcome.run_dir, outcome.error)
+        else:
+            print(f"sweeplab: running elsewhere ({outcome.error}): {outcome.run_dir}", flush=True)
     if outcome.status == "failed" and not multirun:
         raise SystemExit(
             f"sweeplab: run failed: {outcome.error}\n  record: {outcome.run_dir / RECORD_FILE}"

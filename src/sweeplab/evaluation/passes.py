@@ -389,8 +389,10 @@ class EvalPasses:
 
 
 def check_eval_config(eval_cfg: DictConfig, held_out_classes) -> None:
-    """Refuse an impossible ``eval`` config before training or re-evaluating, naming the
-    full key, the value given and what is allowed (``ValueError``).
+    """Refuse ``eval`` names that do not exist and sets that cannot be built, before
+    training or re-evaluating, naming the full key, the value given and what is allowed
+    (``ValueError``). Types and ranges of single values are checked before this, with
+    the rest of the config, by :func:`sweeplab.schema.check_config`.
 
     ``held_out_classes`` are the data's held-out classes (``data.held_out_classes``),
     which a held-out-classes OOD set needs. Builds nothing but the OOD set objects, so
@@ -398,22 +400,15 @@ def check_eval_config(eval_cfg: DictConfig, held_out_classes) -> None:
     """
     from hydra.utils import instantiate
 
-    from sweeplab.checks import boolean, one_of, positive_int, seed
+    from sweeplab.checks import one_of
     from sweeplab.data.corruptions import CORRUPTIONS
     from sweeplab.data.ood_sets import GROUPS, HeldOutClasses
     from sweeplab.evaluation.calibrators import CALIBRATORS
     from sweeplab.evaluation.detectors import DETECTORS, build_detector
 
-    positive_int("eval.calibration.n_bins", eval_cfg.calibration.get("n_bins", 15))
     ood = eval_cfg.ood
-    one_of("eval.ood.fit_split", ood.get("fit_split", "train"), FIT_SPLITS)
-    boolean("eval.ood.select_on_val", ood.get("select_on_val", True))
-    if ood.get("fit_max_samples") is not None:
-        positive_int("eval.ood.fit_max_samples", ood.fit_max_samples)
     if ood.get("histogram_detector") is not None:
         one_of("eval.ood.histogram_detector", ood.histogram_detector, sorted(DETECTORS))
-    if (eval_cfg.get("shift") or {}).get("seed") is not None:
-        seed("eval.shift.seed", eval_cfg.shift.seed)
     for key, known, chosen in (
         ("eval.calibration.calibrators", CALIBRATORS, eval_cfg.calibration.get("calibrators")),
         ("eval.ood.detectors", DETECTORS, eval_cfg.ood.get("detectors")),
@@ -422,9 +417,6 @@ def check_eval_config(eval_cfg: DictConfig, held_out_classes) -> None:
         unknown = [str(name) for name in chosen or [] if str(name) not in known]
         if unknown:
             raise ValueError(f"{key}: unknown {unknown}; choose from {sorted(known)}")
-    severities = list((eval_cfg.get("shift") or {}).get("severities") or [])
-    if any(not isinstance(s, int) or not 1 <= s <= 5 for s in severities):
-        raise ValueError(f"eval.shift.severities must be integers in 1..5, got {severities}")
     fixed = fixed_hyperparameters(eval_cfg.ood.get("hyperparameters"))
     for name, params in fixed.items():
         if name not in DETECTORS:
