@@ -111,8 +111,40 @@ class Interrupted(KeyboardInterrupt):
 
 
 INTERRUPTING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SLURM_REQUEUE_SIGNAL = signal.SIGUSR1  # `#SBATCH --signal=SIGUSR1@90`, as Lightning expects
 CONFIG_ERROR_EXIT = 2  # a config value that cannot work, as `sweeplab eval` exits for one
 RESUME_HINT = "relaunch to resume from checkpoints/last.ckpt"
+
+
+def _requeue_slurm_job() -> None:
+    """``scontrol requeue`` this job from rank 0, as Lightning's SIGUSR1 handler does.
+
+    SLURM then stops the job (SIGTERM) and later reruns its command, which finds the
+    same run id and run directory and resumes from ``checkpoints/last.ckpt``.
+    """
+    if not _is_rank_zero():
+        return
+    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    job = os.environ.get("SLURM_JOB_ID", "")
+    if array_job:
+        job = f"{array_job}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    try:
+        code: int | str = subprocess.call(["scontrol", "requeue", job])
+    except OSError as exc:
+        code = str(exc)
+    if code == 0:
+        log.info("asked SLURM to requeue job %s", job)
+    else:
+        log.error("`scontrol requeue %s` failed (%s): relaunch the run to resume it", job, code)
+
+
+def _interrupting_signals() -> tuple[signal.Signals, ...]:
+    """SIGINT and SIGTERM; on SLURM (as Lightning detects it) also its requeue signal."""
+    from lightning_fabric.plugins.environments import SLURMEnvironment
+
+    if SLURMEnvironment.detect():
+        return (*INTERRUPTING_SIGNALS, SLURM_REQUEUE_SIGNAL)
+    return INTERRUPTING_SIGNALS
 
 
 @contextmanager
@@ -124,6 +156,16 @@ def _interruptible() -> Iterator[list[int]]:
     handler first and calls the one found here after it, so a signal ends the same
     way inside and outside fit; a signal that was ignored when the run started
     (a background job's SIGINT) stays ignored.
+
+    On SLURM, SIGUSR1 (sent before the time limit) requeues the job and raises too.
+    Lightning's own SIGUSR1 handler is then not installed (it yields to one already
+    there): it would save ``hpc_ckpt_N.ckpt`` from inside the signal handler, at any
+    point of a step and mid-epoch, and resume from it whenever ``fit`` is given no
+    checkpoint. That resume is not exact (the data loader restarts the epoch without
+    its order or random state), and outside ``fit`` (data preparation, evaluation)
+    SIGUSR1 would kill the process with its record left ``running``. Resuming from
+    the epoch's ``last.ckpt`` keeps a requeued run's metrics identical to an
+    uninterrupted one.
     """
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
@@ -132,10 +174,12 @@ def _interruptible() -> Iterator[list[int]]:
 
     def handler(signum: int, frame) -> None:
         received.append(signum)
+        if signum == SLURM_REQUEUE_SIGNAL:
+            _requeue_slurm_job()
         if len(received) == 1:
             raise Interrupted(signum)
 
-    previous = {signum: signal.getsignal(signum) for signum in INTERRUPTING_SIGNALS}
+    previous = {signum: signal.getsignal(signum) for signum in _interrupting_signals()}
     for signum, handler_before in previous.items():
         if handler_before is not signal.SIG_IGN:
             signal.signal(signum, handler)
@@ -469,6 +513,8 @@ def _lock_run(cfg: DictConfig, run_dir: Path) -> tuple[RunLock | None, Outcome |
 def _failure_reason(exc: BaseException, received: list[int]) -> str:
     """What the record says: the error, or which signal interrupted the run."""
     signum = _interrupting_signal(exc, received)
+    if signum == SLURM_REQUEUE_SIGNAL:
+        return f"interrupted by SIGUSR1 (SLURM's requeue signal); {RESUME_HINT}"
     if signum is not None:
         return f"interrupted by {signal.Signals(signum).name}; {RESUME_HINT}"
     if isinstance(exc, KeyboardInterrupt | SystemExit):
