@@ -130,6 +130,29 @@ def build_regime(cfg: DictConfig, model_input: ModelInput):
 
 
 def build_components(cfg: DictConfig):
-    """The data (set up) and the regime around its backbone factory and mixer."""
+    """The data (set up) and the regime around its backbone factory and mixer, ready to run.
+
+    This is the runner's path, not the run loader's: here the regime starts from
+    ``init_from``'s weights and does its data-dependent preparation
+    (:meth:`~sweeplab.regimes.base.Regime.prepare`); a reloaded run gets both from its
+    checkpoint instead.
+    """
     datamodule = setup_data(cfg)
-    return datamodule, build_regime(cfg, ModelInput.of(datamodule))
+    regime = build_regime(cfg, ModelInput.of(datamodule))
+    if cfg.get("init_from") is not None:
+        _init_from(cfg, regime)
+    regime.prepare(datamodule)
+    return datamodule, regime
+
+
+def _init_from(cfg: DictConfig, regime) -> None:
+    from sweeplab.regimes.init_from import apply_init_from
+    from sweeplab.tracking.identity import compute_run_id
+
+    try:
+        this_run = f"this run {compute_run_id(cfg)}"
+    except ValueError:
+        this_run = "this run"
+    runs_dir = (cfg.get("paths") or {}).get("runs_dir")
+    head = cfg.get("init_from_head") or "keep"
+    apply_init_from(regime, cfg.init_from, head, runs_dir, this_run)

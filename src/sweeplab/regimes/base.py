@@ -154,6 +154,15 @@ class Regime(pl.LightningModule):
         """
         return {}
 
+    def prepare(self, datamodule) -> None:
+        """Work on the set-up data before fitting or evaluating; by default nothing.
+
+        The runner calls it once the regime is built (after ``init_from``). A regime
+        made from data it does not train on does that work here: a merge recomputes
+        BatchNorm statistics on training images and picks ingredients on val. A run
+        reloaded from the store skips it, since its checkpoint holds the result.
+        """
+
     # -- mixing ----------------------------------------------------------------------
 
     def attach_mixer(self, mixer: Mixer | None, model: nn.Module) -> None:

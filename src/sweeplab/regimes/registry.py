@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 _REGIMES: dict[str, type[Regime]] = {}
 # Modules of this package that hold shared machinery rather than a regime.
-_NOT_REGIMES = frozenset({"base", "registry", "schedules", "loading"})
+_NOT_REGIMES = frozenset({"base", "registry", "schedules", "loading", "init_from", "merge_methods"})
 
 
 def register_regime(name: str):

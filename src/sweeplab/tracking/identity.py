@@ -31,6 +31,7 @@ NON_RESULT_KEYS = (
     "logger",
     "regime.runs_dir",
     "regime.data_json",  # a copy of ``data``, which is hashed already
+    "regime.ensemble_baseline",  # an extra evaluation of the sources, not the model
     "data.cache_dir",
     "data.num_workers",
     "data.download",
@@ -41,6 +42,9 @@ NON_RESULT_KEYS = (
     "trainer.enable_model_summary",
     "trainer.log_every_n_steps",
 )
+# Top-level keys added after runs were stored: left unset they are not hashed (nor
+# their companions, which mean nothing without them), so older run ids stay valid.
+UNSET_KEYS = {"init_from": ("init_from_head",)}
 # Path-valued keys: the file name identifies the data, the folder it sits in does not.
 PATH_KEYS = ("data.root",)
 
@@ -82,6 +86,10 @@ def result_config(
         _pin_source_runs(tree)
     for key in NON_RESULT_KEYS:
         _drop(tree, key)
+    for key, companions in UNSET_KEYS.items():
+        if tree.get(key) is None:
+            for dropped in (key, *companions):
+                tree.pop(dropped, None)
     for key in PATH_KEYS:
         _basename(tree, key)
     return tree

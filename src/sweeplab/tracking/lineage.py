@@ -1,7 +1,7 @@
 """Lineage: runs made from other runs name them by run id, never by the selector text.
 
-A regime built from finished runs (an ensemble of runs, and later teachers and merge
-ingredients) takes them from a config key holding a run selector in the filter
+A run built from finished runs (an ensemble of runs, a distillation teacher, merge
+ingredients and a merge's base, the run ``init_from`` names) takes them from a config key holding a run selector in the filter
 grammar of ``sweeplab runs`` (``"name=mnist_small_cnn seed=0,1,2"``) or a list of run
 ids. Before a run starts, :func:`pin_sources` replaces each selector by the sorted
 ids it matches, so the stored config rebuilds exactly these members, the record
@@ -21,7 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from sweeplab.tracking.identity import RUN_ID_LENGTH
 
 # Dotted config keys whose value names source runs (a selector string or a list of ids).
-SOURCE_KEYS = ("regime.runs", "regime.teacher")
+SOURCE_KEYS = ("regime.runs", "regime.teacher", "regime.base", "init_from")
 # A value ending so names a checkpoint file, not runs: it is hashed as its path and
 # stays out of ``sources``.
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
