@@ -15,7 +15,11 @@ from tests.conftest import compose_config
 CONF = config_dir()
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 # Values a regime needs that have no default (the runs it is made from).
-SOURCES = {"ensemble_from_runs": "regime.runs=abc123", "distill": "regime.teacher=abc123"}
+SOURCES = {
+    "ensemble_from_runs": "regime.runs=abc123",
+    "distill": "regime.teacher=abc123",
+    "merge": "regime.runs=abc123",
+}
 
 
 def _option_overrides() -> list[list[str]]:

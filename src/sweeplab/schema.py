@@ -34,7 +34,10 @@ from sweeplab.data.ood_sets import GROUPS as OOD_GROUPS
 from sweeplab.evaluation.passes import FIT_SPLITS
 from sweeplab.models.implicit_ensembles import FAST_INITS
 from sweeplab.regimes.distill import TEACHER_INPUTS
+from sweeplab.regimes.init_from import HEAD_CHOICES
 from sweeplab.regimes.mc_dropout import PLACEMENTS
+from sweeplab.regimes.merge import BN_POLICIES, DARE_WITH, FISHER_TARGETS
+from sweeplab.regimes.merge import METHODS as MERGE_METHODS
 from sweeplab.tracking.layout import CHECKPOINTS
 from sweeplab.tracking.run_lock import ON_RUNNING
 
@@ -191,6 +194,13 @@ def sources(key: str, value: Any) -> Any:
     raise ValueError(f"{key} must be a run selector, a run id or a list of run ids, got {value!r}")
 
 
+def fraction_up_to_one(key: str, value: Any) -> float:
+    """A fraction in (0, 1]."""
+    if not checks.is_real(value) or not 0 < value <= 1:
+        raise ValueError(f"{key} must be a number in (0, 1], got {value!r}")
+    return float(value)
+
+
 def image_size(key: str, value: Any) -> Any:
     return data_checks.image_size(key, value)
 
@@ -336,6 +346,18 @@ REGIME_RULES: dict[str, Rule] = {
     "regime.dist.*": non_negative,
     "regime.teacher_input": choice(*TEACHER_INPUTS),
     "regime.cache_teacher": either(boolean, choice("auto"), allowed="auto, true or false"),
+    "regime.method": choice(*MERGE_METHODS),
+    "regime.base": optional(sources),
+    "regime.scaling": optional(non_negative),
+    "regime.ties_keep": fraction_up_to_one,
+    "regime.dare_p": checks.fraction_below_one,
+    "regime.dare_with": choice(*DARE_WITH),
+    "regime.fisher_samples": positive_int,
+    "regime.fisher_target": choice(*FISHER_TARGETS),
+    "regime.fisher_eps": positive,
+    "regime.bn": choice(*BN_POLICIES),
+    "regime.bn_samples": positive_int,
+    "regime.ensemble_baseline": boolean,
     "regime.optimizer.lr": positive,
     "regime.optimizer.momentum": checks.fraction_below_one,
     "regime.optimizer.weight_decay": non_negative,
@@ -433,6 +455,8 @@ TOP_LEVEL_RULES: dict[str, Rule] = {
     "tags": list_of(text, "strings"),
     "eval_checkpoint": choice(*CHECKPOINTS),
     "on_running": choice(*ON_RUNNING),
+    "init_from": optional(sources),
+    "init_from_head": choice(*HEAD_CHOICES),
     "paths.*": path,
     "*._target_": checks.nonempty_str,
     "*.*._target_": checks.nonempty_str,

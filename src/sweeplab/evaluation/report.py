@@ -29,6 +29,7 @@ from sweeplab.evaluation.passes import (
     ood_cache_name,
     ood_set_configs,
 )
+from sweeplab.evaluation.source_ensemble import source_ensemble_metrics
 from sweeplab.files import atomic_write_text
 from sweeplab.metrics.classification import (
     accuracy,
@@ -94,6 +95,8 @@ def evaluate_cached(run_dir: Path, eval_cfg: DictConfig) -> EvalReport:
         _shift(report, eval_cfg, run_dir)
     if plots and test.num_members > 1:
         _members_plot(report, run_dir)
+    n_bins = int(eval_cfg.calibration.get("n_bins", 15))
+    report.metrics.update(source_ensemble_metrics(run_dir, test.labels, n_bins))
     return report
 
 
