@@ -21,7 +21,7 @@ from torch import Tensor
 from sweeplab.evaluation.cache import load_outputs
 from sweeplab.metrics.calibration import expected_calibration_error
 from sweeplab.metrics.classification import classification_metrics, ensemble_log_probs
-from sweeplab.tracking.record import read_record
+from sweeplab.tracking.record import CorruptRecordError, read_record
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,10 @@ def source_ensemble_metrics(run_dir: Path, labels: Tensor, n_bins: int = 15) -> 
     """
     from sweeplab.tracking.runs import RunError, open_run
 
-    record = read_record(run_dir) or {}
+    try:
+        record = read_record(run_dir) or {}
+    except CorruptRecordError:
+        return {}  # the runner reports a broken record itself
     config = record.get("config") or {}
     regime = config.get("regime") or {}
     if not regime.get(FLAG) or not isinstance(regime.get("runs"), list):
