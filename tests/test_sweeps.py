@@ -1,4 +1,4 @@
-"""Sweep outcomes on any launcher: the summary, kill-and-relaunch, `sweeplab runs --by-sweep`."""
+"""Sweep outcomes on any launcher: the summary, `sweeplab runs --by-sweep`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from sweeplab.tracking.record import new_record, write_record
 from sweeplab.tracking.runs_cli import main as runs_main
 from sweeplab.tracking.sweeps import OUTCOMES_DIR, write_outcome
-from tests.conftest import FAST, kill_when, run_cli
+from tests.conftest import FAST, run_cli
 from tests.test_cli import records
 
 QUICK = [
@@ -24,41 +24,6 @@ JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
 
 def outcome_files(root: Path) -> list[Path]:
     return sorted((root / "runs" / "_sweeps").glob(f"*/{OUTCOMES_DIR}/*.json"))
-
-
-def run_dirs(root: Path) -> list[Path]:
-    return sorted(p for p in (root / "runs").glob("*/*") if not p.parent.name.startswith("_"))
-
-
-@pytest.mark.timeout(300)
-def test_killed_sweep_relaunch_runs_only_what_is_missing(tmp_path):
-    args = ["train", "-m", "seed=0,1,2", *QUICK, f"paths.root_dir={tmp_path}"]
-    statuses: list[str] = []
-
-    def one_complete_one_running() -> bool:
-        statuses[:] = sorted(r["status"] for r in records(tmp_path) if r is not None)
-        return "complete" in statuses and "running" in statuses
-
-    kill_when(args, tmp_path, one_complete_one_running)
-    assert "complete" in statuses and "running" in statuses, statuses
-    killed = [r["run_id"] for r in records(tmp_path) if r["status"] == "running"]
-    assert len(killed) == 1
-
-    again = run_cli(args, cwd=tmp_path, timeout=240)
-    assert again.returncode == 0, again.stderr[-3000:]
-    found = records(tmp_path)
-    assert len(found) == 3 and len(run_dirs(tmp_path)) == 3
-    assert len({r["run_id"] for r in found}) == 3
-    assert sorted(r["config"]["seed"] for r in found) == [0, 1, 2]
-    assert all(r["status"] == "complete" and r["metrics"]["test/cls/acc"] > 0 for r in found)
-    resumed = next(r for r in found if r["run_id"] == killed[0])
-    assert resumed["attempts"] == 2
-    completed_before = statuses.count("complete")
-    assert (
-        f"3 runs — {3 - completed_before} complete, "
-        f"{completed_before} already complete (skipped), 0 failed"
-    ) in again.stdout
-    assert str(tmp_path / "runs") in again.stdout
 
 
 @pytest.mark.timeout(300)

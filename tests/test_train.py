@@ -108,17 +108,6 @@ def test_same_config_in_two_stores_gives_identical_metrics(make_cfg, tmp_path):
     assert results[0] == results[1]
 
 
-def test_nan_loss_fails_the_run_with_the_reason(make_cfg, store):
-    outcome = run(
-        make_cfg, store, *FAST, "regime.optimizer.lr=1e12", "regime.optimizer.momentum=0.99"
-    )
-    assert outcome.status == "failed"
-    record = read_record(outcome.run_dir)
-    assert record["status"] == "failed"
-    assert "NaN or infinite" in record["error"]
-    assert "regime.optimizer.lr" in record["error"]
-
-
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -142,17 +131,6 @@ def test_missing_archive_says_where_it_looked(make_cfg, store):
     assert outcome.status == "failed"
     assert "paths.data_dir" in outcome.error
     assert str(store / "data") in outcome.error
-
-
-def test_corrupt_checkpoint_is_reported(make_cfg, store):
-    cfg = make_cfg(*FAST)
-    run_dir = run_dir_of(store, cfg)
-    (run_dir / "checkpoints").mkdir(parents=True)
-    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
-    outcome = execute(cfg, run_dir)
-    assert outcome.status == "failed"
-    assert "corrupt" in outcome.error and "last.ckpt" in outcome.error
-    assert read_record(run_dir)["status"] == "failed"
 
 
 def test_failed_run_is_retried_on_relaunch(make_cfg, store):
@@ -221,13 +199,3 @@ def test_default_on_gpu(make_cfg, store):
     record = read_record(outcome.run_dir)
     assert record["metrics"]["test/cls/acc"] >= 0.95
     assert record["provenance"]["device"].startswith("cuda")
-
-
-def test_a_corrupt_record_is_rerun_not_trusted(make_cfg, store):
-    cfg = make_cfg(*FAST)
-    run_dir = run_dir_of(store, cfg)
-    run_dir.mkdir(parents=True)
-    (run_dir / "record.json").write_text('{"status": "complete", "trunc')
-    outcome = execute(cfg, run_dir)
-    assert outcome.status == "complete"
-    assert read_record(run_dir)["metrics"]["test/cls/acc"] > 0.5

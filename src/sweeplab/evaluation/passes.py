@@ -167,11 +167,23 @@ class EvalPasses:
             if eval_cfg.ood.get("detectors")
             else {}
         )
+        self._corrupt: set[str] = set()
 
     # -- what is missing -------------------------------------------------------------
 
+    def _fingerprint(self, name: str) -> str | None:
+        """The fingerprint a cache file was written with; ``None`` if it is absent or
+        unreadable. A corrupt or truncated file is recomputed like a missing one, with a
+        warning that names it."""
+        found = cached_fingerprint(self.run_dir, name)
+        path = cache_file(self.run_dir, name)
+        if found is None and name not in self._corrupt and path.exists():
+            self._corrupt.add(name)
+            log.warning("eval cache %s is corrupt or truncated: recomputing it", path)
+        return found
+
     def _stale(self, name: str, expected: str = "") -> bool:
-        return self.force or cached_fingerprint(self.run_dir, name) != expected
+        return self.force or self._fingerprint(name) != expected
 
     def _split_fingerprint(self, split: str) -> str:
         return fingerprint(self.fit_limit) if split == "train" else ""
@@ -185,6 +197,10 @@ class EvalPasses:
             name
             for name, expected in self.set_fingerprints.items()
             if self._stale(ood_cache_name(name, "test"), expected)
+            or (
+                cache_file(self.run_dir, ood_cache_name(name, "val")).exists()
+                and self._stale(ood_cache_name(name, "val"), expected)
+            )
         ]
 
     def _wants_shift(self) -> bool:
@@ -227,7 +243,7 @@ class EvalPasses:
         """The cache files the model must (re)compute; empty when the cache is complete."""
         splits = self._splits_needed()
         needed = list(splits)
-        if self.force or cached_fingerprint(self.run_dir, HEAD_CACHE) is None:
+        if self.force or self._fingerprint(HEAD_CACHE) is None:
             needed.append(HEAD_CACHE)
         needed += [ood_cache_name(name, "test") for name in self._sets_needed()]
         if self._wants_shift() and self._stale(SHIFT_CACHE, shift_fingerprint(self.eval_cfg)):
