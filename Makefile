@@ -22,8 +22,8 @@ install: $(STAMP) ## Create .venv and install sweeplab with its dev tools (once)
 train: $(STAMP) ## Train and evaluate the embedded default (digits, small CNN, CPU); ARGS=overrides
 	$(BIN)/sweeplab train $(ARGS)
 
-test: $(STAMP) ## Run the test suite
-	$(BIN)/python -m pytest $(ARGS)
+test: $(STAMP) ## Run the test suite on every core; ARGS="-n0 tests/test_x.py" for one process
+	$(BIN)/python -m pytest -n auto --dist loadfile $(ARGS)
 
 lint: $(STAMP) ## Check style and formatting with ruff
 	$(BIN)/ruff check src tests benchmarks notebooks

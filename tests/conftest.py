@@ -21,6 +21,16 @@ from sweeplab.tracking.identity import register_resolvers
 register_resolvers()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """One torch thread per test worker: ``make test`` runs a worker per core, and more
+    threads than cores would make every worker wait on the others (the commands the
+    tests start run with ``OMP_NUM_THREADS=1`` for the same reason)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never touch the network."""

@@ -531,6 +531,8 @@ def config_values(node: DictConfig, prefix: str = "") -> Iterator[ConfigValue]:
     checks it whole."""
     for key in node:
         full = f"{prefix}{key}"
+        if full == "hydra":  # Hydra's own node (a search trial's config has it): Hydra checks it
+            continue
         if OmegaConf.is_missing(node, key):
             yield ConfigValue(full, MISSING, False)
             continue

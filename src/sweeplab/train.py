@@ -475,6 +475,28 @@ def config_error(cfg: DictConfig) -> str | None:
     return None
 
 
+def _record_bad_value(
+    cfg: DictConfig, run_dir: Path, overrides: list[str], choices: dict[str, str], error: str
+) -> None:
+    """Record a run whose config cannot work as ``failed`` with the reason, so that a sweep's
+    listing shows it beside the others. Only a new or failed record is written: a complete
+    run stays complete (an ``eval.*`` typo must not undo it), and a ``running`` one may
+    belong to a live trainer."""
+    try:
+        previous = read_record(run_dir)
+    except CorruptRecordError:
+        previous = None
+    if previous is not None and previous.get("status") != "failed":
+        return
+    try:
+        run_id = compute_run_id(cfg)
+    except Exception:  # the id itself cannot be computed: there is no run to record
+        return
+    record = _start_record(cfg, run_dir, run_id, overrides, choices, [])
+    record.update(status="failed", error=error, finished=now_iso())
+    write_record(run_dir, record)
+
+
 def _skip_if_complete(run_dir: Path) -> Outcome | None:
     """A ``skipped`` outcome when ``run_dir`` holds a complete record (a corrupt one reruns)."""
     try:
@@ -565,6 +587,8 @@ def execute(
     bad_value = config_error(cfg)  # before anything, also when the run is complete
     if bad_value is not None:
         log.error("run could not start: %s", bad_value)
+        if rank_zero:
+            _record_bad_value(cfg, run_dir, overrides, dict(choices or {}), bad_value)
         return Outcome(run_dir, "failed", bad_value, bad_config=True)
     try:
         run_id = compute_run_id(cfg)

@@ -232,7 +232,9 @@ def test_an_invalid_on_running_is_a_one_line_config_error(tmp_path, capsys):
     assert exit_.value.code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert lines == ["sweeplab: on_running must be one of skip, wait, steal; got 'later'"]
-    assert read_record(_run_dir(tmp_path, QUICK)) is None
+    record = read_record(_run_dir(tmp_path, QUICK))  # recorded as failed, nothing trained
+    assert record["status"] == "failed" and "on_running must be one of" in record["error"]
+    assert not (_run_dir(tmp_path, QUICK) / "checkpoints").exists()
 
 
 @pytest.mark.timeout(120)
