@@ -1,10 +1,13 @@
 """A bad value on the command line, one of every config group at least, through
 ``sweeplab train`` itself: exit code 2, one ``sweeplab:`` line that names the full key
-and the value, no traceback, and the store as it was (the messages themselves are
-tested rule by rule in tests/test_schema.py)."""
+and the value, no traceback, no other record changed, and the launch's own run (when it
+is not the complete one) recorded as failed with the same reason. The messages themselves
+are tested rule by rule in tests/test_schema.py."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -67,27 +70,35 @@ def complete_store(tmp_path_factory) -> Path:
 
 
 def record_bytes(store: Path) -> dict[Path, bytes]:
-    return {path: path.read_bytes() for path in sorted(store.rglob("record.json"))}
+    return {path.relative_to(store): path.read_bytes() for path in store.rglob("record.json")}
 
 
 @pytest.mark.parametrize(("overrides", "message"), BAD_VALUES, ids=[b[0] for b in BAD_VALUES])
 def test_a_bad_value_is_one_line_exit_2_and_the_store_is_untouched(
     complete_store, tmp_path, monkeypatch, capsys, overrides, message
 ):
+    store = tmp_path / "store"
+    shutil.copytree(complete_store, store)  # each case starts from the one complete run
     monkeypatch.chdir(tmp_path)  # a relative path the launch makes stays out of the checkout
     monkeypatch.setattr(sys, "argv", ["sweeplab"])  # the command sets it for Hydra
-    before = record_bytes(complete_store)
+    before = record_bytes(store)
+    checkpoints = sorted(store.rglob("*.ckpt"))
     assert len(before) == 1
     capsys.readouterr()
 
     with pytest.raises(SystemExit) as exit_:
-        cli.main(["train", *BASE, *overrides.split(" "), f"paths.root_dir={complete_store}"])
+        cli.main(["train", *BASE, *overrides.split(" "), f"paths.root_dir={store}"])
 
     assert exit_.value.code == 2
     out, err = capsys.readouterr()
     lines = [line for line in err.splitlines() if line.strip()]
     assert lines == [f"sweeplab: {message}"]
     assert "Traceback" not in out + err
-    assert record_bytes(complete_store) == before, (
-        "the complete record is unchanged and no record is new"
-    )
+    after = record_bytes(store)
+    (complete,) = before
+    assert after[complete] == before[complete], "the complete run's record is unchanged"
+    new = [json.loads(text) for path, text in after.items() if path != complete]
+    # The launch's own run, if it is not the complete one, is recorded as failed, untrained.
+    assert len(new) <= 1
+    assert all(r["status"] == "failed" and r["error"] == message for r in new)
+    assert sorted(store.rglob("*.ckpt")) == checkpoints, "nothing trained"
