@@ -53,6 +53,18 @@ def compose_config(overrides: list[str] = (), return_hydra_config: bool = False)
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread in this process, as the commands the tests start run
+    (``OMP_NUM_THREADS=1``), so that in-process metrics equal theirs bit for bit."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def store(tmp_path: Path) -> Path:
     """An empty run store with its own cache directory."""
     return tmp_path
@@ -76,18 +88,23 @@ FAST = [
 ]
 
 
+def start_sweeplab(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
+    """``python -m sweeplab …`` in the background, quiet, in its own process group (so it
+    can be killed as a whole), with the environment ``run_cli`` gives it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "sweeplab", *args],
+        cwd=cwd,
+        env={**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 def kill_when(args: list[str], cwd: Path, ready: Callable[[], bool], timeout: float = 180) -> bool:
     """Start ``python -m sweeplab …`` and SIGKILL its whole process group once ``ready()``
     holds (polled every few ms) or ``timeout`` passes; returns whether ``ready()`` held."""
-    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}  # as run_cli
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sweeplab", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group, killed as a whole
-    )
+    process = start_sweeplab(args, cwd)
     deadline = time.time() + timeout
     held = False
     while time.time() < deadline and process.poll() is None and not held:

@@ -52,14 +52,6 @@ DEFAULT_METRICS = {
 }
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_default_run_end_to_end(make_cfg, store, one_thread):
     """The embedded default as `make train` runs it: its pinned id and metrics, and its files."""
     assert compute_run_id(compose_config()) == DEFAULT_RUN_ID

@@ -71,15 +71,6 @@ IN_EVALUATION = [
 ]
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread in this process, as the commands run (``OMP_NUM_THREADS=1``)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.timeout(240)
 def test_kill_during_evaluation_then_relaunch_gives_the_uninterrupted_metrics(tmp_path, one_thread):
     """The process is killed in evaluation; the relaunch (in-process: resuming needs no

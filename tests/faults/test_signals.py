@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +13,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from sweeplab import train
 from sweeplab.tracking.record import read_record
-from tests.conftest import compose_config, run_cli
+from tests.conftest import compose_config, run_cli, start_sweeplab
 
 ARGS = [
     "train",
@@ -31,15 +29,7 @@ RESUME_HINT = "relaunch to resume from checkpoints/last.ckpt"
 def _signal_when(args: list[str], cwd: Path, ready, signum: int, timeout: float = 120) -> int:
     """Start ``python -m sweeplab …``, send ``signum`` to it (not to its group, as ``timeout``
     does) once ``ready()`` holds, and return its exit code."""
-    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sweeplab", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    process = start_sweeplab(args, cwd)
     try:
         deadline = time.time() + timeout
         while time.time() < deadline and process.poll() is None and not ready():

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 import torch
 
 from sweeplab.tracking.record import read_record
-from tests.conftest import run_cli
+from tests.conftest import run_cli, start_sweeplab
 from tests.test_sweeps import QUICK
 
 JOB_ID = "4242"
@@ -63,14 +62,7 @@ def test_sigusr1_requeues_and_the_requeued_job_resumes_to_identical_metrics(tmp_
     root.mkdir()
     env = slurm_env(tmp_path)
     args = [*ARGS, f"paths.root_dir={root}"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sweeplab", *args],
-        cwd=root,
-        env={**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    process = start_sweeplab(args, root, env)
     try:
         deadline, run_dir = time.time() + 120, None
         while time.time() < deadline and process.poll() is None and run_dir is None:

@@ -1,11 +1,12 @@
 """Lineage: runs made from other runs name them by run id, never by the selector text.
 
 A run built from finished runs (an ensemble of runs, a distillation teacher, merge
-ingredients and a merge's base, the run ``init_from`` names) takes them from a config key holding a run selector in the filter
-grammar of ``sweeplab runs`` (``"name=mnist_small_cnn seed=0,1,2"``) or a list of run
-ids. Before a run starts, :func:`pin_sources` replaces each selector by the sorted
-ids it matches, so the stored config rebuilds exactly these members, the record
-lists them under ``sources``, and the run id hashes them: a later run that matches
+ingredients and a merge's base, the run ``init_from`` names) takes them from a config
+key holding a run selector in the filter grammar of ``sweeplab runs``
+(``"name=mnist_small_cnn seed=0,1,2"``) or a list of run ids. Before a run starts,
+:func:`pin_sources` replaces each selector by the sorted ids it matches, so the
+stored config rebuilds exactly these members, the record lists them under
+``sources``, and the run id hashes them: a later run that matches
 the same selector makes a new run instead of silently changing an old one.
 """
 
