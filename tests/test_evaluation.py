@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from sweeplab import cli
 from sweeplab.data.corruptions import CORRUPTIONS
 from sweeplab.evaluate import EvalError, evaluate_run, find_run
 from sweeplab.evaluation.detectors import DETECTORS
@@ -92,14 +93,75 @@ def test_eval_adds_detectors_without_running_the_model(finished_run, tmp_path, m
         run_dir, ["eval.ood.detectors=[knn,vim]", "eval.ood.hyperparameters.knn={k: 3}"]
     )
     metrics = record["metrics"]
-    assert {k.split("/")[2] for k in metrics if k.startswith("ood/")} == {"knn", "vim"}
     assert record["evaluation"]["ood"]["hyperparameters"]["knn"] == {"k": 3}
     assert record["evaluation"]["recomputed"] == []
-    assert record["config"]["eval"]["ood"]["detectors"] == ["knn", "vim"]
+    # Adding, not replacing: every key stays, knn's are recomputed, the others kept.
+    assert set(before) <= set(metrics) and len(metrics) == len(before)
+    assert metrics["ood/near/knn/auroc"] == pytest.approx(metrics["ood/held_out/knn/auroc"])
+    for key in ("ood/near/msp/auroc", "ood/far/energy/fpr95", "ood/noise/odin/auroc"):
+        assert metrics[key] == before[key]
+    assert record["config"]["eval"]["ood"]["detectors"] == [
+        str(d) for d in read_record(finished_run)["config"]["eval"]["ood"]["detectors"]
+    ]
+    assert record["config"]["eval"]["ood"]["hyperparameters"]["knn"] == {"k": 3}
     # Everything that does not depend on the detectors is unchanged.
     for key in ("test/cls/acc", "test/cal/ece", "test/cal/ece_ts", "shift/mean/acc"):
         assert metrics[key] == pytest.approx(before[key], abs=1e-12)
     assert metrics["train/epochs"] == before["train/epochs"]
+
+
+def test_eval_adds_a_new_detector_set_and_corruption_beside_the_old(finished_run, tmp_path):
+    """A run evaluated with few things gets more; ``sweeplab eval`` in this process."""
+    run_dir = copy_run(finished_run, tmp_path)
+    narrow = [
+        "eval.calibration.calibrators=[ts]",
+        "eval.shift.corruptions=[contrast]",
+        "eval.shift.severities=[1]",
+    ]
+    msp = "eval.ood.detectors=[msp]"
+    assert cli.main(["eval", f"run={run_dir}", "--replace", msp, *narrow]) == 0
+    before = read_record(run_dir)
+    assert {k.split("/")[2] for k in before["metrics"] if k.startswith("ood/")} == {"msp"}
+    assert before["config"]["eval"]["ood"]["detectors"] == ["msp"]
+
+    assert cli.main(["eval", f"run={run_dir}", "eval.ood.detectors=[knn]", *narrow]) == 0
+    added = read_record(run_dir)
+    assert set(before["metrics"]) < set(added["metrics"])
+    assert {k.split("/")[2] for k in added["metrics"] if k.startswith("ood/")} == {"msp", "knn"}
+    for key, value in before["metrics"].items():
+        if "/knn/" not in key:
+            assert added["metrics"][key] == pytest.approx(value, abs=1e-12), key
+    assert added["config"]["eval"]["ood"]["detectors"] == ["msp", "knn"]
+    assert set(added["evaluation"]["ood"]["hyperparameters"]) == {"msp", "knn"}
+    assert added["evaluation"]["replaced"] is False
+
+    more = ["eval.calibration.calibrators=[vs]", "eval.shift.corruptions=[gaussian_noise]"]
+    assert cli.main(["eval", f"run={run_dir}", msp, *more, "eval.shift.severities=[5]"]) == 0
+    metrics = read_record(run_dir)["metrics"]
+    eval_cfg = read_record(run_dir)["config"]["eval"]
+    assert eval_cfg["calibration"]["calibrators"] == ["ts", "vs"]
+    assert eval_cfg["shift"]["corruptions"] == ["contrast", "gaussian_noise"]
+    assert eval_cfg["shift"]["severities"] == [1, 5]
+    assert "test/cal/ece_ts" in metrics and "test/cal/ece_vs" in metrics
+    assert metrics["shift/contrast/1/acc"] == added["metrics"]["shift/contrast/1/acc"]
+    # The means cover the old and the new corruption alike.
+    pair = (metrics["shift/contrast/1/acc"], metrics["shift/gaussian_noise/5/acc"])
+    assert metrics["shift/mean/acc"] == pytest.approx(sum(pair) / 2)
+    assert metrics["shift/gaussian_noise/mean/acc"] == metrics["shift/gaussian_noise/5/acc"]
+    # The OOD detectors' keys were not touched by a calibration and shift evaluation.
+    for key in (k for k in added["metrics"] if k.startswith("ood/")):
+        assert metrics[key] == added["metrics"][key]
+
+
+def test_eval_replace_keeps_only_what_it_computed(finished_run, tmp_path):
+    run_dir = copy_run(finished_run, tmp_path)
+    before = read_record(run_dir)["metrics"]
+    record = evaluate_run(run_dir, ["eval.ood.detectors=[knn,vim]"], replace=True)
+    metrics = record["metrics"]
+    assert {k.split("/")[2] for k in metrics if k.startswith("ood/")} == {"knn", "vim"}
+    assert record["config"]["eval"]["ood"]["detectors"] == ["knn", "vim"]
+    assert len(metrics) < len(before)
+    assert record["evaluation"]["replaced"] is True
 
 
 def test_eval_without_a_cache_falls_back_to_the_checkpoint(finished_run, tmp_path):

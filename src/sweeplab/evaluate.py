@@ -5,10 +5,20 @@ calibrators, more bins) from its eval cache and updates its record. The trained
 model is fixed, so only ``eval`` keys may change. The model runs only for what the
 cache lacks: a new OOD set, other corruptions, ODIN (it needs input gradients),
 or a run without a cache; it is then loaded from its checkpoint.
+
+It adds to the record: metrics it does not recompute (another detector, calibrator,
+OOD set or corruption than the overrides ask for) are kept, the means over OOD sets
+and corruptions are taken again over old and new, and the record's ``config.eval``
+lists the union of what was computed then and now (detectors, calibrators,
+corruptions, severities, OOD sets), so that it describes every metric it holds.
+Other settings (bins, a detector's hyperparameters, the fit split) take the new
+value and apply to what was recomputed. ``--replace`` drops every evaluation metric
+first, so that the record holds exactly what this evaluation computed.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 import time
@@ -23,12 +33,15 @@ from sweeplab.tracking.record import CorruptRecordError, now_iso, read_record, w
 
 log = logging.getLogger("sweeplab.eval")
 
-USAGE = """usage: sweeplab eval run=<run dir | run id> [eval overrides…]
+USAGE = """usage: sweeplab eval run=<run dir | run id> [--replace] [eval overrides…]
 
 Recompute a finished run's evaluation from its eval cache and update its record.
 Only eval keys may be overridden, e.g.
   sweeplab eval run=runs/digits_small_cnn/0123abcd4567 eval.ood.detectors=[knn,vim]
   sweeplab eval run=0123abcd4567 eval.calibration.n_bins=20 eval/ood_sets=digits
+The metrics this does not recompute stay in the record (the first command adds knn
+and vim beside the other detectors), and the record's config.eval lists the union.
+--replace  drop the record's evaluation metrics first: it then holds only these.
 A run id is looked up in the run store: paths.runs_dir=… if given, else $SWEEPLAB_RUNS_DIR,\nelse $SWEEPLAB_HOME/runs, else ./runs.
 """
 
@@ -118,10 +131,51 @@ def _load_model(cfg: DictConfig, run_dir: Path, device):
     return datamodule, module.to(device)
 
 
-def evaluate_run(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
-    """Re-evaluate one complete run and write its record; returns the updated record."""
+# The lists of what is evaluated: adding to a record takes their union.
+UNION_KEYS = (
+    ("ood", "detectors"),
+    ("calibration", "calibrators"),
+    ("shift", "corruptions"),
+    ("shift", "severities"),
+)
+
+
+def merged_eval_config(stored: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The ``eval`` config of a record after adding ``new`` to ``stored``: ``new``, with
+    the lists of :data:`UNION_KEYS` and the OOD sets extended by the stored ones."""
+    merged = copy.deepcopy(new)
+    for section, key in UNION_KEYS:
+        before = (stored.get(section) or {}).get(key) or []
+        now = (merged.get(section) or {}).get(key) or []
+        if before or now:
+            union = list(before) + [item for item in now if item not in before]
+            merged.setdefault(section, {})[key] = union
+    sets = {**((stored.get("ood") or {}).get("sets") or {})}
+    sets.update((merged.get("ood") or {}).get("sets") or {})
+    if sets:
+        merged.setdefault("ood", {})["sets"] = sets
+    return merged
+
+
+def _merged_details(before: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
+    """``record["evaluation"]`` after adding: the OOD notes per detector and set kept."""
+    merged = {**before, **now}
+    old_ood, new_ood = before.get("ood") or {}, now.get("ood") or {}
+    if old_ood and new_ood:
+        merged["ood"] = {**old_ood, **new_ood}
+        for key in ("groups", "hyperparameters", "skipped"):
+            merged["ood"][key] = {**(old_ood.get(key) or {}), **(new_ood.get(key) or {})}
+    return merged
+
+
+def evaluate_run(run_dir: Path, overrides: list[str], replace: bool = False) -> dict[str, Any]:
+    """Re-evaluate one complete run and write its record; returns the updated record.
+
+    The recomputed metrics are added to the record's (see the module's docstring);
+    ``replace`` drops its evaluation metrics first.
+    """
     from sweeplab.evaluation.passes import EvalPasses, check_eval_config
-    from sweeplab.evaluation.report import evaluate_cached, is_eval_metric
+    from sweeplab.evaluation.report import evaluate_cached, is_eval_metric, merge_eval_metrics
     from sweeplab.files import atomic_write_text
     from sweeplab.schema import check_config
 
@@ -157,11 +211,20 @@ def evaluate_run(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
     else:
         artifacts = {}
     report = evaluate_cached(run_dir, cfg.eval)
-    kept = {k: v for k, v in record.get("metrics", {}).items() if not is_eval_metric(k)}
-    record["metrics"] = {**kept, **report.metrics}
+    details = {**report.details, "recomputed": missing}
+    eval_node = OmegaConf.to_container(cfg.eval, resolve=True)
+    metrics = record.get("metrics", {})
+    if replace:
+        kept = {k: v for k, v in metrics.items() if not is_eval_metric(k)}
+        record["metrics"] = {**kept, **report.metrics}
+    else:
+        details = _merged_details(record.get("evaluation") or {}, details)
+        groups = (details.get("ood") or {}).get("groups") or {}
+        record["metrics"] = merge_eval_metrics(metrics, report.metrics, groups)
+        eval_node = merged_eval_config(record["config"].get("eval") or {}, eval_node)
     record["artifacts"].update({**artifacts, **report.artifacts})
-    record["evaluation"] = {**report.details, "recomputed": missing}
-    record["config"]["eval"] = OmegaConf.to_container(cfg.eval, resolve=True)
+    record["evaluation"] = {**details, "replaced": replace}
+    record["config"]["eval"] = eval_node
     record["evaluated"] = now_iso()
     record["eval_duration_s"] = round(time.time() - started, 3)
     atomic_write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(record["config"]))
@@ -186,8 +249,14 @@ def main(args: list[str]) -> int:
         print(USAGE)
         return 0 if args else 2
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    replace = "--replace" in args
+    args = [a for a in args if a != "--replace"]
     specs = [a for a in args if a.startswith("run=")]
     overrides = [a for a in args if not a.startswith("run=")]
+    flags = [a for a in overrides if a.startswith("-")]
+    if flags:
+        print(f"sweeplab eval: unknown option {flags[0]}\n\n{USAGE}", file=sys.stderr)
+        return 2
     if len(specs) != 1:
         print(f"sweeplab eval: give exactly one run=<dir|id>\n\n{USAGE}", file=sys.stderr)
         return 2
@@ -201,7 +270,7 @@ def main(args: list[str]) -> int:
     runs_dir = store_dir(explicit)
     try:
         run_dir = find_run(specs[0].partition("=")[2], runs_dir)
-        record = evaluate_run(run_dir, overrides)
+        record = evaluate_run(run_dir, overrides, replace=replace)
     except EvalConfigError as exc:
         print(f"sweeplab: {exc}", file=sys.stderr)
         return CONFIG_ERROR_EXIT

@@ -57,8 +57,43 @@ MEMBER_FAMILIES = {"acc": "cls", "nll": "cls", "brier": "cls", "ece": "cal", "co
 
 
 def is_eval_metric(key: str) -> bool:
-    """Metric keys of evaluation: ``sweeplab eval`` replaces them all at once."""
+    """Metric keys of evaluation: ``sweeplab eval --replace`` replaces them all at once."""
     return key.startswith(EVAL_PREFIXES) or "/cls/" in key or "/cal/" in key
+
+
+def merge_eval_metrics(
+    old: dict[str, float], new: dict[str, float], groups: dict[str, str]
+) -> dict[str, float]:
+    """``old`` updated with the recomputed ``new`` metrics, with the means recomputed.
+
+    What ``new`` does not recompute (another detector, calibrator, OOD set or
+    corruption) is kept from ``old``. The means over several of them are then taken
+    again over the merged keys: ``ood/<group>/<detector>/<metric>`` over the sets of
+    the group (``groups``: set name -> ``near``/``far``) that have that detector, and
+    ``shift/<corruption>/mean/<metric>`` and ``shift/mean/<metric>`` over every
+    corruption and severity, so that no mean covers only what was recomputed.
+    """
+    from sweeplab.data.ood_sets import GROUPS
+
+    merged = {**old, **new}
+    by_group: dict[str, dict[str, float]] = {}
+    shift: dict[str, dict[str, list[float]]] = {}
+    for key, value in merged.items():
+        parts = key.split("/")
+        if len(parts) == 4 and parts[0] == "ood" and parts[1] not in GROUPS:
+            group = groups.get(parts[1])
+            if group in GROUPS:
+                mean_key = f"ood/{group}/{parts[2]}/{parts[3]}"
+                by_group.setdefault(mean_key, {})[parts[1]] = value
+        elif len(parts) == 4 and parts[0] == "shift" and parts[2].isdigit():
+            shift.setdefault(parts[3], {}).setdefault(parts[1], []).append(value)
+    for mean_key, sets in by_group.items():
+        merged[mean_key] = _mean(sets.values())
+    for metric, by_name in shift.items():
+        for name, values in by_name.items():
+            merged[f"shift/{name}/mean/{metric}"] = _mean(values)
+        merged[f"shift/mean/{metric}"] = _mean(v for values in by_name.values() for v in values)
+    return merged
 
 
 def load_heads(run_dir: Path) -> tuple[list, str]:
