@@ -9,6 +9,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+import sweeplab.search
 from sweeplab.search import SearchError, search
 from tests.conftest import kill_when, run_cli
 
@@ -103,3 +104,57 @@ def test_impossible_search_settings_are_refused(tmp_path, override, message):
 def test_search_without_a_preset_says_how_to_choose_one(tmp_path):
     result = run_cli(["search", f"paths.root_dir={tmp_path}"], cwd=tmp_path)
     assert result.returncode == 1 and "hparams_search=digits_optuna" in result.stderr
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Trials told a value made from their parameters, without a run."""
+
+    def fake(base, params, metric):
+        return sum(params.values()), "not trained"
+
+    monkeypatch.setattr(sweeplab.search, "run_trial", fake)
+
+
+def test_a_study_belongs_to_its_base_and_space(tmp_path, no_training):
+    base = [*QUICK, f"paths.root_dir={tmp_path}"]
+    assert len(search([*base, "hparams_search.n_trials=2"]).trials) == 2
+    # The same search continues its study: n_trials and flags that do not change results
+    # may differ.
+    more = [*base, "hparams_search.n_trials=3", "trainer.enable_progress_bar=true"]
+    assert len(search(more).trials) == 3
+
+    with pytest.raises(SearchError) as refused:
+        search([*base, "backbone=mlp", "hparams_search.n_trials=3"])
+    message = str(refused.value)
+    assert "\n" not in message
+    assert f"study {STUDY}" in message and "backbone=mlp" in message
+    assert message.count("base [") == 2  # the study's base and this one
+    assert f"hparams_search.study_name={STUDY}_" in message
+    other_metric = "hparams_search.metric=val/cal/ece"
+    with pytest.raises(SearchError, match=r"space .*val/cls/nll.*this search has space .*val/cal"):
+        search([*base, other_metric])
+    assert len(load(tmp_path).trials) == 3  # nothing was added to the study
+
+    # The suggested name keeps the other search apart, and is itself continued.
+    name = message.rpartition("hparams_search.study_name=")[2]
+    mlp = [*base, "backbone=mlp", f"hparams_search.study_name={name}", "hparams_search.n_trials=1"]
+    study = search(mlp)
+    assert study.study_name == name and len(study.trials) == 1
+    assert len(search([*mlp[:-1], "hparams_search.n_trials=2"]).trials) == 2
+    assert len(load(tmp_path).trials) == 3
+
+
+def test_a_study_without_a_recorded_base_is_not_continued(tmp_path, no_training):
+    storage = f"sqlite:///{tmp_path}/runs/_optuna/{STUDY}.db"
+    (tmp_path / "runs" / "_optuna").mkdir(parents=True)
+    old = optuna.create_study(study_name=STUDY, storage=storage)
+    old.add_trial(
+        optuna.trial.create_trial(
+            params={"regime.optimizer.lr": 0.1},
+            distributions={"regime.optimizer.lr": optuna.distributions.FloatDistribution(0, 1)},
+            value=0.5,
+        )
+    )
+    with pytest.raises(SearchError, match="without a record of its base"):
+        search([*QUICK, f"paths.root_dir={tmp_path}"])

@@ -7,11 +7,20 @@ sweeper, whose release pins Optuna 2 and SQLAlchemy 1 while this project needs O
 ``n_trials`` trials are complete, a trial that was running when it stopped is marked
 failed and its parameters are tried again (its run resumes from its checkpoint), and a
 trial whose run is already complete is told its recorded value without training.
+
+A study belongs to one search: its base config (the run id of the base overrides, so
+paths, loggers and progress flags do not count) and its space (the ``params``, the
+metric and its direction) are stored as the study's user attributes when it is
+created, and a launch with another base or space under the same study name is
+refused with both named, rather than continuing (or reporting the best of) a study
+of other runs. ``n_trials`` and the other settings may change between launches.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import math
 import sys
@@ -26,7 +35,10 @@ USAGE = """usage: sweeplab search hparams_search=<preset> [overrides…]
 
 Run (or continue) the Optuna study of a conf/hparams_search preset; every trial is a run.
   sweeplab search hparams_search=digits_optuna
-  sweeplab search hparams_search=digits_optuna hparams_search.n_trials=40 backbone=mlp
+  sweeplab search hparams_search=digits_optuna hparams_search.n_trials=40
+A study belongs to its base overrides and search space: the same command continues it, and
+other overrides (say backbone=mlp) under the same study name are refused; give them their own,
+  sweeplab search hparams_search=digits_optuna backbone=mlp hparams_search.study_name=digits_mlp
 """
 
 PARAM_TYPES = ("float", "int", "categorical")
@@ -88,8 +100,62 @@ def suggest(trial, key: str, param: dict[str, Any]) -> Any:
     )
 
 
-def open_study(spec: dict[str, Any]):
-    """The study in its SQLite file, created on first use; interrupted trials are requeued."""
+# The study's user attributes that say which search it belongs to.
+KEY_ATTRS = ("sweeplab_base_id", "sweeplab_space")
+
+
+def study_key(cfg: DictConfig, base: list[str], spec: dict[str, Any]) -> dict[str, Any]:
+    """What a study belongs to: the run id of its base config and its search space
+    (``base`` is kept beside them for the message that names a mismatch)."""
+    from sweeplab.tracking.identity import compute_run_id
+
+    try:
+        base_id = compute_run_id(cfg)
+    except ValueError as exc:
+        raise SearchError(str(exc)) from exc
+    space = {"params": spec["params"], "metric": spec["metric"], "direction": spec["direction"]}
+    shown = [o for o in base if not o.lstrip("+~").startswith(("paths.", "hydra."))]
+    return {"sweeplab_base_id": base_id, "sweeplab_space": space, "sweeplab_base": shown}
+
+
+def _describe(key: dict[str, Any], which: str) -> str:
+    if which == "sweeplab_base_id":
+        base = " ".join(key.get("sweeplab_base") or []) or "the defaults"
+        return f"base [{base}] (config {key.get('sweeplab_base_id')})"
+    return f"space {json.dumps(key.get('sweeplab_space'), sort_keys=True)}"
+
+
+def _check_key(study, spec: dict[str, Any], key: dict[str, Any]) -> None:
+    """Stamp a new study with ``key``; refuse one made for another search."""
+    attrs = study.user_attrs
+    if not any(name in attrs for name in KEY_ATTRS):
+        if study.trials:
+            mismatch = "made without a record of its base and space"
+        else:
+            for name, value in key.items():
+                study.set_user_attr(name, value)
+            return
+    else:
+        differ = [name for name in KEY_ATTRS if attrs.get(name) != key[name]]
+        if not differ:
+            return
+        mismatch = "made for {}; this search has {}".format(
+            ", ".join(_describe(attrs, name) for name in differ),
+            ", ".join(_describe(key, name) for name in differ),
+        )
+    digest = hashlib.sha256(
+        json.dumps([key["sweeplab_base_id"], key["sweeplab_space"]], sort_keys=True).encode()
+    ).hexdigest()[:8]
+    raise SearchError(
+        f"study {spec['study_name']} in {spec['storage']} was {mismatch}; continue it with "
+        f"its own overrides, or start another with "
+        f"hparams_search.study_name={spec['study_name']}_{digest}"
+    )
+
+
+def open_study(spec: dict[str, Any], key: dict[str, Any] | None = None):
+    """The study in its SQLite file, created on first use and stamped with ``key`` (see
+    :func:`study_key`), refused if made for another key; interrupted trials are requeued."""
     import optuna
     from optuna.trial import TrialState
 
@@ -106,6 +172,8 @@ def open_study(spec: dict[str, Any]):
         sampler=optuna.samplers.TPESampler(seed=int(spec.get("seed", 0)) + existing),
         load_if_exists=True,
     )
+    if key is not None:
+        _check_key(study, spec, key)
     for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         log.info("trial %d was interrupted: trying its parameters again", stale.number)
         study.tell(stale.number, state=TrialState.FAIL)
@@ -139,9 +207,10 @@ def search(overrides: list[str]) -> Any:
     """Run the study to ``n_trials`` complete trials; returns the study."""
     from optuna.trial import TrialState
 
-    spec = check_search(compose_train(overrides).get("hparams_search"))
+    cfg = compose_train(overrides)
+    spec = check_search(cfg.get("hparams_search"))
     base = [o for o in overrides if not o.lstrip("+~").startswith("hparams_search")]
-    study = open_study(spec)
+    study = open_study(spec, study_key(cfg, base, spec))
     while True:
         trials = study.get_trials(deepcopy=False)
         complete = sum(t.state == TrialState.COMPLETE for t in trials)
