@@ -94,7 +94,7 @@ def test_submitit_local_sweep_gives_the_runs_of_the_basic_launcher(tmp_path, bas
     assert all(r["status"] == "complete" for r in found.values())
     for run_id, record in found.items():
         # The jobs ran in submitit's worker processes, one job folder and result each.
-        assert record["provenance"]["command"][0].endswith(
+        assert record["provenance"]["argv"][0].endswith(
             os.path.join("submitit", "core", "_submit.py")
         )
         # Same thread count in both processes, so the metrics must be equal, not just close.

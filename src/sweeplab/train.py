@@ -259,7 +259,7 @@ def _start_record(
         log.warning("%s — starting a new record for this run", exc)
         previous = None
     config = resolved_config(cfg)
-    provenance = collect_provenance(str(cfg.trainer.get("accelerator")))
+    provenance = collect_provenance(str(cfg.trainer.get("accelerator")), overrides)
     if previous is None:
         record = new_record(run_id, str(cfg.name), config, overrides, provenance)
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import shlex
 import socket
 import subprocess
 import sys
@@ -56,13 +57,26 @@ def device_description(accelerator: str | None = None) -> str:
     return f"cpu: {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
 
 
-def collect_provenance(accelerator: str | None = None) -> dict[str, Any]:
-    return {
+def rerun_command(overrides: list[str]) -> str:
+    """The shell command that reruns a run: ``sweeplab train`` with its own overrides
+    (a sweep job's, not the sweep's), each quoted for a POSIX shell."""
+    return shlex.join(["sweeplab", "train", *overrides])
+
+
+def collect_provenance(
+    accelerator: str | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
+    """``command`` reruns the run (:func:`rerun_command` of ``overrides``); ``argv`` is the
+    process's own command line (a sweep's, or a launcher's worker)."""
+    provenance = {
         "git": git_state(),
         "python": sys.version.split()[0],
         "versions": {name: _version(name) for name in PACKAGES},
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "device": device_description(accelerator),
-        "command": sys.argv,
+        "argv": list(sys.argv),
     }
+    if overrides is not None:
+        provenance["command"] = rerun_command(overrides)
+    return provenance
