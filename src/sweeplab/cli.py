@@ -26,6 +26,7 @@ commands:
   train [overrides…]     train and evaluate one run (with -m: a sweep over overrides)
   search hparams_search=<preset> …  an Optuna search, continued on relaunch (sweeplab search --help)
   eval run=<dir|id> …    re-evaluate a finished run from its eval cache (sweeplab eval --help)
+  publish run=<dir|id> logger=wandb|tensorboard  send a finished run to a logger (--help)
   runs [filters…]        list the run store as a table (sweeplab runs --help)
   dashboard [--port]     browse the run store on http://127.0.0.1:8501 (sweeplab dashboard --help)
   sync [--runs-dir]      upload the store's offline W&B runs (sweeplab sync --help)
@@ -106,6 +107,12 @@ def _eval(args: list[str]) -> int:
     return eval_main(args)
 
 
+def _publish(args: list[str]) -> int:
+    from sweeplab.publish import main as publish_main
+
+    return publish_main(args)
+
+
 def _search(args: list[str]) -> int:
     from sweeplab.search import main as search_main
 
@@ -140,6 +147,7 @@ COMMANDS = {
     "train": _train,
     "eval": _eval,
     "search": _search,
+    "publish": _publish,
     "runs": _runs,
     "table": _table,
     "dashboard": _dashboard,

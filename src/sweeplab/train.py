@@ -497,8 +497,12 @@ def _record_bad_value(
     write_record(run_dir, record)
 
 
-def _skip_if_complete(run_dir: Path) -> Outcome | None:
-    """A ``skipped`` outcome when ``run_dir`` holds a complete record (a corrupt one reruns)."""
+def _skip_if_complete(run_dir: Path, cfg: DictConfig | None = None) -> Outcome | None:
+    """A ``skipped`` outcome when ``run_dir`` holds a complete record (a corrupt one reruns).
+
+    When ``cfg`` names loggers beyond the CSV, the log line says that nothing reached
+    them and gives the ``sweeplab publish`` command that sends the finished run.
+    """
     try:
         record = read_record(run_dir)
     except CorruptRecordError:
@@ -506,7 +510,24 @@ def _skip_if_complete(run_dir: Path) -> Outcome | None:
     if record is None or record.get("status") != "complete":
         return None
     log.info("run %s is already complete: %s (skipped)", record["run_id"], run_dir)
+    loggers = _publishing_loggers(cfg)
+    if loggers:
+        log.info(
+            "nothing was sent to %s; to send the finished run (config, metrics, plots): %s",
+            " or ".join(loggers),
+            "; ".join(f"sweeplab publish run={record['run_id']} logger={name}" for name in loggers),
+        )
     return Outcome(run_dir, "skipped", record=record)
+
+
+def _publishing_loggers(cfg: DictConfig | None) -> list[str]:
+    """The configured loggers that ``sweeplab publish`` can send a run to."""
+    logger_cfg = (cfg.get("logger") if cfg is not None else None) or {}
+    return [
+        name
+        for name in ("wandb", "tensorboard")
+        if isinstance(logger_cfg.get(name), DictConfig) and "_target_" in logger_cfg[name]
+    ]
 
 
 def _running_elsewhere(run_dir: Path, holder: Holder | None) -> Outcome:
@@ -525,7 +546,7 @@ def _lock_run(cfg: DictConfig, run_dir: Path) -> tuple[RunLock | None, Outcome |
     other = lock.acquire(cfg.get("on_running", "skip"))  # checked with the config
     if other is not None:
         return None, _running_elsewhere(run_dir, other)
-    skipped = _skip_if_complete(run_dir)
+    skipped = _skip_if_complete(run_dir, cfg)
     if skipped is not None:
         lock.release()
         return None, skipped
@@ -596,7 +617,7 @@ def execute(
     except Exception as exc:
         log.error("run could not start: %s", _short_error(exc))
         return Outcome(run_dir, "failed", _short_error(exc))
-    skipped = _skip_if_complete(run_dir)
+    skipped = _skip_if_complete(run_dir, cfg)
     if skipped is not None:
         return skipped
     lock = None
