@@ -212,3 +212,56 @@ def test_a_merge_run_records_its_sources_and_the_ensemble_baseline(store):
     torch.testing.assert_close(
         state["body.0.0.weight"], (a["body.0.0.weight"] + b["body.0.0.weight"]) / 2
     )
+
+
+# -- interpolation between two runs ---------------------------------------------------
+
+
+def test_interpolate_needs_exactly_two_runs(store):
+    ids = f"[{store['base'].name},{store['a'].name},{store['b'].name}]"
+    cfg = _cfg(store, "regime=merge", "regime.method=interpolate", f"regime.runs={ids}")
+    message = _error(lambda: build_regime(cfg, ModelInput(1, 8, 8, 10)))
+    assert "\n" not in message and "exactly two runs" in message and "got 3" in message
+
+
+def test_an_interpolation_run_writes_its_curve_picture_and_barriers(store):
+    from sweeplab.regimes.interpolation import read_curve
+
+    a, b = store["a"].name, store["b"].name
+    outcome = run_in_store(
+        store["root"],
+        [
+            *TINY,
+            "eval.plots=true",
+            "regime=merge",
+            "regime.method=interpolate",
+            f"regime.runs=[{a},{b}]",
+            "regime.alphas=[0,0.5,1]",
+            "regime.alpha=0.25",
+            "regime.bn=keep",
+        ],
+    )
+    assert outcome.status == "complete", outcome.error
+    record = read_record(outcome.run_dir)
+    assert record["artifacts"]["interpolation"] == "interpolation.json"
+    assert record["artifacts"]["plots/interpolation"] == "plots/interpolation.png"
+    assert (outcome.run_dir / "plots" / "interpolation.png").stat().st_size > 0
+    curve = read_curve(outcome.run_dir / "interpolation.json")
+    assert curve["alphas"] == [0.0, 0.5, 1.0] and sorted(curve["runs"]) == sorted([a, b])
+    # With bn=keep the end points are the two runs themselves, scored as their evaluation did.
+    ends = {curve["runs"][0]: 0, curve["runs"][1]: -1}
+    for run_id, index in ends.items():
+        own = read_record(store["a" if run_id == a else "b"])["metrics"]
+        for split in ("val", "test"):
+            for metric in ("acc", "nll"):
+                expected = own[f"{split}/cls/{metric}"]
+                assert curve[split][metric][index] == pytest.approx(expected, abs=1e-5)
+    metrics = record["metrics"]
+    for split in ("val", "test"):
+        for name in ("nll_barrier", "acc_barrier"):
+            assert metrics[f"merge/interp/{split}/{name}"] >= 0.0
+    # The checkpoint is θ at regime.alpha = 0.25, from the first run of the curve.
+    state = _backbone_state(outcome.run_dir)
+    first, second = (_backbone_state(store["a" if r == a else "b"]) for r in curve["runs"])
+    key = "body.0.0.weight"
+    torch.testing.assert_close(state[key], 0.75 * first[key] + 0.25 * second[key])

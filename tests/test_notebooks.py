@@ -4,7 +4,8 @@ The quickstart makes a small store (its own sweep); the other notebooks run agai
 same store, so the suite trains those four short runs once. The ensembles notebook adds
 one run of its own to that store (a three-member ensemble, two epochs). A raising cell
 fails the test. The distillation notebook adds two runs (an MLP student, alone and
-distilled from a quickstart run).
+distilled from a quickstart run). The merging notebook adds seven (a base run, three
+fine-tunes of it, two soups and an interpolation, under ``merging/``).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def test_every_notebook_is_tested():
         "03_paper_table.ipynb",
         "04_ensembles.ipynb",
         "05_distillation.ipynb",
+        "06_merging.ipynb",
     ]
 
 

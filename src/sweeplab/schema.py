@@ -332,7 +332,8 @@ REGIME_RULES: dict[str, Rule] = {
     "regime.dropout": checks.fraction_below_one,
     "regime.placement": choice(*PLACEMENTS),
     "regime.num_passes": positive_int,
-    "regime.alpha": positive,
+    # packed's width factor (> 0, checked by the regime) or a merge's α in [0, 1]
+    "regime.alpha": non_negative,
     "regime.gamma": positive_int,
     "regime.cycles": positive_int,
     "regime.runs": sources,
@@ -357,6 +358,7 @@ REGIME_RULES: dict[str, Rule] = {
     "regime.fisher_eps": positive,
     "regime.bn": choice(*BN_POLICIES),
     "regime.bn_samples": positive_int,
+    "regime.alphas": list_of(checks.probability, "numbers in [0, 1]"),
     "regime.ensemble_baseline": boolean,
     "regime.optimizer.lr": positive,
     "regime.optimizer.momentum": checks.fraction_below_one,

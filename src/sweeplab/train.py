@@ -389,6 +389,10 @@ def _train_and_evaluate(
     device = trainer.strategy.root_device
     module.to(device).eval()
     metrics, artifacts, details = _evaluate(cfg, module, datamodule, device, run_dir)
+    plots_dir = run_dir / PLOTS_DIR if cfg.eval.get("plots", True) else None
+    own_metrics, own_files = module.write_outputs(run_dir, plots_dir)
+    metrics.update(own_metrics)
+    artifacts.update(own_files)
 
     throughput = next((cb for cb in callbacks if isinstance(cb, TrainThroughput)), None)
     if throughput is not None and throughput.summary() is not None:
@@ -397,7 +401,6 @@ def _train_and_evaluate(
     metrics["train/steps"] = float(trainer.global_step)
     # What the regime says about its source runs (a student's teachers) is published
     # beside the run's metrics, not stored among them.
-    plots_dir = run_dir / PLOTS_DIR if cfg.eval.get("plots", True) else None
     summary = {**metrics, **module.source_summary(metrics, plots_dir)}
     publish_summary(loggers, summary, step=trainer.global_step)
     pictures = run_pictures(run_dir)

@@ -233,3 +233,31 @@ def teacher_student_plot(
         ax.set_ylim(0, max(max(values), 1e-6) * 1.15)  # room for the labels
     figure.suptitle(title, fontsize="medium")
     return _save(figure, path)
+
+
+SPLIT_COLORS = {"val": "tab:blue", "test": "tab:orange"}
+
+
+def interpolation_plot(curve: Mapping[str, object], path: str | os.PathLike, title: str) -> Path:
+    """Accuracy and NLL against α along θ = (1 − α) θ_A + α θ_B, one panel each, a line
+    per split; the dashed chord between the end points is what the barrier is measured from.
+
+    ``curve`` is :func:`sweeplab.regimes.interpolation.compute_curve`'s
+    ``{"alphas": [...], split: {"acc": [...], "nll": [...]}}``.
+    """
+    alphas = _as_array(curve["alphas"])
+    splits = [split for split in SPLIT_COLORS if split in curve]
+    if not splits or alphas.size < 2:
+        raise ValueError("no interpolation curve to plot")
+    figure = Figure(figsize=(SIZE * 2, SIZE * 0.8), layout="constrained")
+    axes = figure.subplots(1, 2)
+    for ax, (metric, label) in zip(axes, (("acc", "accuracy"), ("nll", "NLL")), strict=True):
+        for split in splits:
+            values = _as_array(curve[split][metric])
+            color = SPLIT_COLORS[split]
+            ax.plot(alphas, values, marker="o", markersize=3, color=color, label=split)
+            ax.plot(alphas[[0, -1]], values[[0, -1]], linestyle="--", linewidth=1, color=color)
+        ax.set(xlabel="α (0 = run A, 1 = run B)", ylabel=label, xlim=(0, 1))
+        ax.legend(fontsize="small")
+    figure.suptitle(title, fontsize="medium")
+    return _save(figure, path)

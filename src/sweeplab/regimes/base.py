@@ -154,6 +154,18 @@ class Regime(pl.LightningModule):
         """
         return {}
 
+    def write_outputs(
+        self, run_dir: Path, plots_dir: Path | None
+    ) -> tuple[dict[str, float], dict[str, str]]:
+        """Metrics and files of the regime's own making, once the run is evaluated.
+
+        The runner stores the metrics in ``record["metrics"]`` beside the evaluation's
+        and the files (written under ``run_dir``, returned as paths relative to it) as
+        artifacts; with ``plots_dir`` (``eval.plots`` on) a regime may draw pictures
+        there. By default nothing: a merge's interpolation curve is one such output.
+        """
+        return {}, {}
+
     def prepare(self, datamodule) -> None:
         """Work on the set-up data before fitting or evaluating; by default nothing.
 

@@ -15,6 +15,12 @@ running variance can make it negative. With ``bn=recompute`` (the default) they 
 then recomputed on ``bn_samples`` training images, because averaged statistics do not
 match the merged weights' activations and are known to break merged CNNs.
 
+``method=interpolate`` takes exactly two runs A and B: the checkpoint is
+(1 − α) θ_A + α θ_B at ``regime.alpha``, and the curve at every α of ``regime.alphas``
+(val and test accuracy and NLL, BatchNorm as ``bn`` says) is written with its barrier
+heights (:mod:`sweeplab.regimes.interpolation`). It reads test as a diagnostic only:
+``regime.alpha`` is the user's, never chosen from the curve.
+
 Beside the merge's own metrics, the evaluation reports the output ensemble of the
 same ingredients (mean probability) under ``merge/ensemble/test/…``
 (:mod:`sweeplab.evaluation.source_ensemble`), the baseline a merge is judged against.
@@ -34,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sweeplab.augment.base import Mixer
+from sweeplab.regimes import interpolation as interp
 from sweeplab.regimes import merge_methods as mm
 from sweeplab.regimes.base import BackboneFactory, Regime
 from sweeplab.regimes.registry import register_regime
@@ -42,7 +49,7 @@ from sweeplab.tracking.runs import Run, open_run
 
 log = logging.getLogger(__name__)
 
-METHODS = ("uniform", "greedy", "task_arithmetic", "ties", "dare", "fisher")
+METHODS = ("uniform", "greedy", "task_arithmetic", "ties", "dare", "fisher", "interpolate")
 BASE_METHODS = ("task_arithmetic", "ties", "dare")
 DARE_WITH = ("task_arithmetic", "ties")
 BN_POLICIES = ("recompute", "keep")
@@ -120,7 +127,7 @@ class Merge(Regime):
 
     Args:
         runs: the ingredients: a run selector or a list of run ids.
-        method: uniform, greedy, task_arithmetic, ties, dare or fisher.
+        method: uniform, greedy, task_arithmetic, ties, dare, fisher or interpolate.
         base: the run task vectors are taken from (task_arithmetic, ties, dare only).
         checkpoint: which checkpoint of each run, ``last`` or ``best``.
         scaling: λ of task_arithmetic / ties / dare; null is 0.4 (task arithmetic)
@@ -133,6 +140,8 @@ class Merge(Regime):
         fisher_eps: added to every Fisher entry before the weighted average.
         bn: ``recompute`` BatchNorm statistics on training images, or ``keep`` the averaged.
         bn_samples: training images the statistics are recomputed on.
+        alphas: interpolate: the α of the curve, ascending from 0 (run A) to 1 (run B).
+        alpha: interpolate: the α whose weights are the checkpoint (fixed, not selected).
         seed: draws DARE's masks, the Fisher's labels and the BatchNorm images.
         ensemble_baseline: report the ingredients' output ensemble (read by the evaluation).
         runs_dir: the store (``paths.runs_dir``).
@@ -163,6 +172,8 @@ class Merge(Regime):
         fisher_eps: float = 1e-8,
         bn: str = "recompute",
         bn_samples: int = 512,
+        alphas: Sequence[float] = interp.DEFAULT_ALPHAS,
+        alpha: float = 0.5,
         seed: int = 0,
         ensemble_baseline: bool = True,
         runs_dir: str | os.PathLike | None = None,
@@ -197,11 +208,20 @@ class Merge(Regime):
             fisher_eps,
         )
         self.bn_samples, self.seed = bn_samples, seed
+        self.alphas, self.alpha = interp.check_alphas(alphas), float(alpha)
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"regime.alpha must be in [0, 1], got {alpha}")
+        self.curve: dict[str, Any] | None = None
         store = None if runs_dir is None else str(runs_dir)
         try:
             self.run_ids = source_ids(runs, store)
         except ValueError as exc:
             raise ValueError(f"regime.runs: {exc}") from None
+        if method == "interpolate" and len(self.run_ids) != 2:
+            raise ValueError(
+                "regime.method=interpolate needs exactly two runs in regime.runs (A and B), "
+                f"got {len(self.run_ids)}: {', '.join(self.run_ids)}"
+            )
         self.base_id = None if base is None else _one(base, store)
         self.ingredient_runs = [open_run(run_id, runs_dir) for run_id in self.run_ids]
         base_run = None if self.base_id is None else open_run(self.base_id, runs_dir)
@@ -244,11 +264,13 @@ class Merge(Regime):
         params = {key for key, _ in self.backbone.named_parameters()}
         if self.method == "greedy":
             merged = self._greedy(states)
+        elif self.method == "interpolate":
+            merged = self._interpolate(states)
         else:
             merged = mm.uniform_soup(states)  # buffers (and counters) of every method
             merged.update(self._merge_parameters(states, params, generator))
         self.backbone.load_state_dict(merged)
-        if self.bn == "recompute" and self.method != "greedy":
+        if self.bn == "recompute" and self.method not in ("greedy", "interpolate"):
             self._recompute_bn(self.backbone, generator)
         self.backbone.eval()
         self._data = None
@@ -307,6 +329,77 @@ class Merge(Regime):
         }
         log.info("greedy soup keeps %d of %d runs: %s", len(kept), len(states), kept_ids)
         return soup
+
+    def _interpolate(self, states) -> dict[str, Tensor]:
+        """The curve between the two runs (val and test), then the weights at ``alpha``."""
+        scratch = copy.deepcopy(self.backbone)
+        seed = int(self.seed)
+
+        def at(alpha: float) -> nn.Module:
+            scratch.load_state_dict(interp.interpolate(states[0], states[1], alpha))
+            if self.bn == "recompute":
+                self._recompute_bn(scratch, torch.Generator().manual_seed(seed))
+            return scratch
+
+        def score(alpha: float) -> dict[str, dict[str, float]]:
+            model = at(alpha)
+            return {split: self._split_scores(model, split) for split in interp.SPLITS}
+
+        self.curve = {
+            "runs": list(self.run_ids),
+            "alpha": self.alpha,
+            "bn": self.bn,
+            **interp.compute_curve(self.alphas, score),
+        }
+        return at(self.alpha).state_dict()
+
+    def write_outputs(self, run_dir, plots_dir) -> tuple[dict[str, float], dict[str, str]]:
+        """An interpolation's curve (``interpolation.json``, ``plots/interpolation.png``)
+        and its barrier heights ``merge/interp/<split>/{nll,acc}_barrier``."""
+        from pathlib import Path
+
+        from sweeplab.tracking.layout import INTERPOLATION_FILE
+
+        if self.curve is None:
+            return {}, {}
+        interp.write_curve(Path(run_dir) / INTERPOLATION_FILE, self.curve)
+        if plots_dir is not None:
+            from sweeplab.evaluation.plots import interpolation_plot
+
+            a, b = self.curve["runs"]
+            title = f"(1 − α) {a} + α {b}, BatchNorm {self.bn}"
+            interpolation_plot(self.curve, Path(plots_dir) / "interpolation.png", title)
+        return interp.barrier_metrics(self.curve), {"interpolation": INTERPOLATION_FILE}
+
+    @torch.no_grad()
+    def _split_scores(self, model: nn.Module, split: str) -> dict[str, float]:
+        """Accuracy and NLL of ``model`` on a split, as the evaluation computes them."""
+        from sweeplab.metrics.classification import accuracy, nll
+
+        images, labels = self._data.split(split)
+        model.eval()
+        size = int(getattr(self._data, "eval_batch_size", 512))
+        logits = [
+            model(self._data.preprocess(images[start : start + size], train=False))
+            for start in range(0, labels.shape[0], size)
+        ]
+        log_probs = torch.log_softmax(torch.cat(logits).double(), dim=-1)
+        return {"acc": accuracy(log_probs, labels), "nll": nll(log_probs, labels)}
+
+    def _best(self, states) -> dict[str, Tensor]:
+        """The ingredient with the highest val accuracy (its record's ``val/cls/acc``),
+        alone: the best single run a soup is judged against. Val only, never test; its
+        BatchNorm statistics are the run's own."""
+        accuracies = [self._ingredient_val_acc(i) for i in range(len(states))]
+        state, index = mm.best_single(states, accuracies)
+        self.merge_summary = {
+            "merge/best/run": self.run_ids[index],
+            "merge/best/val_acc": float(accuracies[index]),
+        }
+        log.info(
+            "best single run by val accuracy: %s (%.4f)", self.run_ids[index], accuracies[index]
+        )
+        return state
 
     def _ingredient_val_acc(self, index: int) -> float:
         value = (self.ingredient_runs[index].record.get("metrics") or {}).get(VAL_ACC)

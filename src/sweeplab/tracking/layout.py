@@ -8,6 +8,7 @@ A run lives in ``<runs_dir>/<name>/<run_id>/``::
     checkpoints/          last.ckpt (for resuming) and best.ckpt (best val/cls/acc)
     eval_cache/           the one-pass evaluation outputs every metric is computed from
     plots/                pictures (reliability, OOD histograms, mixed samples)
+    interpolation.json    a merge's interpolation curve between two runs (regime=merge)
 
 The store is found by one rule, used by every command (train, eval, runs, tables,
 dashboard, sync): an explicit directory (``--runs-dir`` or ``paths.runs_dir=``) wins;
@@ -29,6 +30,7 @@ BEST_CKPT = "best.ckpt"
 CHECKPOINTS = {"last": LAST_CKPT, "best": BEST_CKPT}
 EVAL_CACHE_DIR = "eval_cache"
 PLOTS_DIR = "plots"
+INTERPOLATION_FILE = "interpolation.json"
 
 RUNS_DIR_ENV = "SWEEPLAB_RUNS_DIR"
 HOME_ENV = "SWEEPLAB_HOME"
