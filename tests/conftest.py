@@ -40,6 +40,22 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _root_logging_restored() -> None:
+    """An in-process ``sweeplab train`` lets Hydra give the root logger handlers on the
+    test's captured stderr, which is closed after the test; later tests logging through
+    them would print "--- Logging error ---". The handlers a test added are taken off."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):  # pytest's own capture handlers come and go itself
+        if handler not in handlers and not type(handler).__module__.startswith("_pytest"):
+            root.removeHandler(handler)
+    root.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
 def _no_store_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """A developer's own store, named in the environment, is never written by the tests."""
     monkeypatch.delenv("SWEEPLAB_RUNS_DIR", raising=False)

@@ -265,3 +265,15 @@ def test_an_interpolation_run_writes_its_curve_picture_and_barriers(store):
     first, second = (_backbone_state(store["a" if r == a else "b"]) for r in curve["runs"])
     key = "body.0.0.weight"
     torch.testing.assert_close(state[key], 0.75 * first[key] + 0.25 * second[key])
+
+
+def test_best_is_the_ingredient_with_the_highest_val_accuracy_alone(store):
+    regime, _ = _merged(store, "best")
+    val = {d.name: read_record(d)["metrics"]["val/cls/acc"] for d in (store["a"], store["b"])}
+    chosen = regime.merge_summary["merge/best/run"]
+    assert val[chosen] == max(val.values())
+    assert regime.merge_summary["merge/best/val_acc"] == pytest.approx(val[chosen])
+    # The run as it is: its BatchNorm statistics too, not recomputed.
+    own = _backbone_state(store["a" if chosen == store["a"].name else "b"])
+    for key, value in regime.backbone.state_dict().items():
+        assert torch.equal(value, own[key]), key

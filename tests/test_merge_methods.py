@@ -53,6 +53,18 @@ def test_greedy_soup_keeps_an_ingredient_only_when_the_score_does_not_drop():
     assert seen == [0.0, 1.0, pytest.approx(-8 / 3), 1.0]
 
 
+def test_best_single_is_the_highest_scoring_ingredient_alone_and_the_first_of_ties():
+    a, b, c = sd([1.0], [0.0], count=2), sd([5.0], [0.5], count=4), sd([-3.0], [1.0], count=6)
+    best, index = mm.best_single([a, b, c], [0.80, 0.92, 0.85])
+    assert index == 1
+    for key in b:
+        assert torch.equal(best[key], b[key])
+    assert best["w"] is not b["w"]  # a copy: merging never writes into an ingredient
+    assert mm.best_single([a, b, c], [0.9, 0.9, 0.5])[1] == 0
+    with pytest.raises(ValueError, match="one score per state dict"):
+        mm.best_single([a, b], [0.5])
+
+
 def test_task_arithmetic_is_the_base_at_lambda_zero_and_adds_the_summed_vectors():
     base, a, b = sd([1.0, 1.0], count=7), sd([2.0, 0.0]), sd([1.5, 3.0])
     zero = mm.task_arithmetic([a, b], base, 0.0)

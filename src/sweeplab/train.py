@@ -464,9 +464,10 @@ def run_pictures(run_dir: Path) -> dict[str, Path]:
     return {f"{PLOTS_DIR}/{p.stem}": p for p in sorted((run_dir / PLOTS_DIR).glob("*.png"))}
 
 
-def config_error(cfg: DictConfig) -> str | None:
-    """What is wrong with a value of ``cfg`` (naming the full key, the value and what is
-    allowed), if anything: every value by its type and range, then what ``eval`` names."""
+def config_error(cfg: DictConfig) -> ValueError | None:
+    """What is wrong with a value of ``cfg`` (its message names the full key, the value
+    and what is allowed), if anything: every value by its type and range, then what
+    ``eval`` names."""
     from sweeplab.evaluation.passes import check_eval_config
     from sweeplab.schema import check_config
 
@@ -474,12 +475,12 @@ def config_error(cfg: DictConfig) -> str | None:
         check_config(cfg)
         check_eval_config(cfg.eval, (cfg.get("data") or {}).get("held_out_classes"))
     except ValueError as exc:
-        return str(exc)
+        return exc
     return None
 
 
 def _record_bad_value(
-    cfg: DictConfig, run_dir: Path, overrides: list[str], choices: dict[str, str], error: str
+    cfg: DictConfig, run_dir: Path, overrides: list[str], choices: dict[str, str], error: ValueError
 ) -> None:
     """Record a run whose config cannot work as ``failed`` with the reason, so that a sweep's
     listing shows it beside the others. Only a new or failed record is written: a complete
@@ -496,7 +497,8 @@ def _record_bad_value(
     except Exception:  # the id itself cannot be computed: there is no run to record
         return
     record = _start_record(cfg, run_dir, run_id, overrides, choices, [])
-    record.update(status="failed", error=error, finished=now_iso())
+    trace = "".join(traceback.format_exception(error))
+    record.update(status="failed", error=str(error), traceback=trace, finished=now_iso())
     write_record(run_dir, record)
 
 
@@ -613,7 +615,7 @@ def execute(
         log.error("run could not start: %s", bad_value)
         if rank_zero:
             _record_bad_value(cfg, run_dir, overrides, dict(choices or {}), bad_value)
-        return Outcome(run_dir, "failed", bad_value, bad_config=True)
+        return Outcome(run_dir, "failed", str(bad_value), bad_config=True)
     try:
         run_id = compute_run_id(cfg)
         sources = pin_sources(cfg)  # the stored config names its source runs by id
@@ -707,7 +709,7 @@ def execute_in_own_process(cfg: DictConfig, run_dir: Path, overrides: list[str])
     bad_value = config_error(cfg)
     if bad_value is not None:
         log.error("run could not start: %s", bad_value)
-        return Outcome(run_dir, "failed", bad_value, bad_config=True)
+        return Outcome(run_dir, "failed", str(bad_value), bad_config=True)
     skipped = _skip_if_complete(run_dir)
     if skipped is not None:
         return skipped

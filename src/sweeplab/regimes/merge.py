@@ -7,7 +7,8 @@ them under ``sources`` and the run id hashes them. Nothing trains: the merged
 weights become the run's checkpoint and the ordinary evaluation runs on them, so a
 merge is a row of a table like any other run. The methods themselves are pure
 functions in :mod:`sweeplab.regimes.merge_methods`; this file picks the ingredients,
-estimates Fisher information, scores greedy soups on val and recomputes BatchNorm.
+estimates Fisher information, scores greedy soups on val (and picks the best single
+ingredient on val, ``method=best``) and recomputes BatchNorm.
 
 Parameters are merged by the method; float buffers (BatchNorm running statistics)
 are averaged over the ingredients whatever the method, since a task vector of a
@@ -49,7 +50,7 @@ from sweeplab.tracking.runs import Run, open_run
 
 log = logging.getLogger(__name__)
 
-METHODS = ("uniform", "greedy", "task_arithmetic", "ties", "dare", "fisher", "interpolate")
+METHODS = ("uniform", "greedy", "best", "task_arithmetic", "ties", "dare", "fisher", "interpolate")
 BASE_METHODS = ("task_arithmetic", "ties", "dare")
 DARE_WITH = ("task_arithmetic", "ties")
 BN_POLICIES = ("recompute", "keep")
@@ -127,7 +128,7 @@ class Merge(Regime):
 
     Args:
         runs: the ingredients: a run selector or a list of run ids.
-        method: uniform, greedy, task_arithmetic, ties, dare, fisher or interpolate.
+        method: uniform, greedy, best, task_arithmetic, ties, dare, fisher or interpolate.
         base: the run task vectors are taken from (task_arithmetic, ties, dare only).
         checkpoint: which checkpoint of each run, ``last`` or ``best``.
         scaling: λ of task_arithmetic / ties / dare; null is 0.4 (task arithmetic)
@@ -264,13 +265,15 @@ class Merge(Regime):
         params = {key for key, _ in self.backbone.named_parameters()}
         if self.method == "greedy":
             merged = self._greedy(states)
+        elif self.method == "best":
+            merged = self._best(states)
         elif self.method == "interpolate":
             merged = self._interpolate(states)
         else:
             merged = mm.uniform_soup(states)  # buffers (and counters) of every method
             merged.update(self._merge_parameters(states, params, generator))
         self.backbone.load_state_dict(merged)
-        if self.bn == "recompute" and self.method not in ("greedy", "interpolate"):
+        if self.bn == "recompute" and self.method not in ("greedy", "best", "interpolate"):
             self._recompute_bn(self.backbone, generator)
         self.backbone.eval()
         self._data = None

@@ -99,6 +99,19 @@ def greedy_soup(
     return soup, kept
 
 
+def best_single(states: Sequence[State], scores: Sequence[float]) -> tuple[dict[str, Tensor], int]:
+    """The ingredient with the highest score, taken alone (a soup of one).
+
+    The baseline a soup is judged against: ``scores`` must be held-out (val) values,
+    never test. Of equal scores the first wins. Returns a copy of that state dict and
+    its index.
+    """
+    if len(states) != len(scores) or not states:
+        raise ValueError(f"need one score per state dict, got {len(scores)} for {len(states)}")
+    index = max(range(len(scores)), key=lambda i: (scores[i], -i))
+    return uniform_soup([states[index]]), index
+
+
 def task_vector(state: State, base: State) -> dict[str, Tensor]:
     """τ = θ − θ_base for float entries (others are not part of a task vector)."""
     return {key: state[key] - base[key] for key in base if mergeable(base[key])}
