@@ -184,8 +184,10 @@ def test_configs_ship_inside_the_wheel(tmp_path):
     assert Path(found) == (tmp_path / "site" / "sweeplab" / "conf").resolve()
 
 
-# Regimes built from finished runs need a store; tests/test_ensembles.py covers them.
-TRAINED_REGIMES = [o for o in options("regime") if o not in ("ensemble_from_runs", "distill")]
+# Regimes built from finished runs need a store; tests/test_ensembles.py, test_distill.py
+# and test_merge.py cover them.
+FROM_RUNS = ("ensemble_from_runs", "distill", "merge")
+TRAINED_REGIMES = [o for o in options("regime") if o not in FROM_RUNS]
 
 
 @pytest.mark.parametrize("backbone", options("backbone"))
