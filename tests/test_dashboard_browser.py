@@ -7,6 +7,7 @@ directory, and also in $SWEEPLAB_SCREENSHOTS when it is set, for a person to loo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -160,8 +161,24 @@ def _screenshot(page, tmp_path: Path, name: str) -> None:
         shutil.copy(path, Path(SCREENS) / path.name)
 
 
-def _main_text(page) -> str:
-    return page.inner_text("section.main, [data-testid='stMain']")
+MAIN = "section.main, [data-testid='stMain']"
+
+
+def _main_text(page, *expected: str) -> str:
+    """The page's main text once it shows every ``expected`` string (Streamlit renders in
+    pieces: reading at once may miss what comes later), or as it is after the timeout,
+    for the test's assertion to report."""
+    if expected:
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        with contextlib.suppress(PlaywrightTimeout):
+            page.wait_for_function(
+                "([sel, needles]) => { const m = document.querySelector(sel);"
+                " return m && needles.every(n => m.innerText.includes(n)); }",
+                arg=[MAIN, list(expected)],
+                timeout=TIMEOUT_MS,
+            )
+    return page.inner_text(MAIN)
 
 
 def test_runs_page_lists_every_run(dashboard, fixture_store, browser, tmp_path):
@@ -170,7 +187,7 @@ def test_runs_page_lists_every_run(dashboard, fixture_store, browser, tmp_path):
     page.goto(dashboard, timeout=TIMEOUT_MS)
     page.wait_for_selector("text=4 of 4 runs", timeout=TIMEOUT_MS)
     page.wait_for_selector("[data-testid='stDataFrame']", timeout=TIMEOUT_MS)
-    text = _main_text(page)
+    text = _main_text(page, "1 running", "2 complete", "1 unreadable")
     assert "1 running" in text and "2 complete" in text and "1 unreadable" in text
     page.get_by_text("1 unreadable run(s)").click()
     page.wait_for_selector("text=not readable as JSON", timeout=TIMEOUT_MS)
@@ -202,7 +219,7 @@ def test_run_page_shows_curves_reliability_and_pictures(
     )
     assert charts.count() >= 2  # learning curves and the reliability diagram
     page.wait_for_selector("img[src*='media']", timeout=TIMEOUT_MS)
-    captions = _main_text(page)
+    captions = _main_text(page, "reliability_test", "mixed_samples", "status complete")
     assert "reliability_test" in captions and "mixed_samples" in captions
     assert "status complete" in captions
     page.wait_for_function(
@@ -224,7 +241,7 @@ def test_compare_page_overlays_runs(dashboard, fixture_store, browser, tmp_path)
         "[data-testid='stVegaLiteChart'] svg\").length >= 3",
         timeout=TIMEOUT_MS,
     )
-    text = _main_text(page)
+    text = _main_text(page, run_id, "5eed00000001")
     assert run_id in text and "5eed00000001" in text  # both complete runs are picked
     page.wait_for_function(
         "document.querySelectorAll(\"[data-testid='stDataFrame'] canvas\").length >= 1",
@@ -333,7 +350,7 @@ def test_tables_page_renders_a_spec_from_the_store(dashboard, browser, tmp_path)
     page = browser.new_page(viewport={"width": 1400, "height": 1200})
     page.goto(f"{dashboard}/?page=Tables", timeout=TIMEOUT_MS)
     page.wait_for_selector("h3:has-text('Fixture table')", timeout=TIMEOUT_MS)
-    text = _main_text(page)
+    text = _main_text(page, "small CNN", "n=1, 1 missing", "12.50", "a made-up paper")
     assert "small CNN" in text and "n=1, 1 missing" in text
     assert "12.50" in text and "a made-up paper" in text
     _screenshot(page, tmp_path, "tables")
