@@ -64,14 +64,16 @@ def _run_hydra_app(app: Callable[[], None]) -> None:
     Hydra prints any error that escapes the app (creating the run directory is one) as
     a traceback and exits; ``HYDRA_FULL_ERROR`` makes it raise instead. Every error that
     is not a disk fault then goes to Hydra's own report, as before. A user who set
-    ``HYDRA_FULL_ERROR`` gets full tracebacks of everything.
+    ``HYDRA_FULL_ERROR`` gets full tracebacks of everything. The processes the app starts
+    (DDP ranks, sweep workers) inherit the variable with :data:`OWN_FULL_ERROR`, which
+    tells them it was set here, not by the user.
     """
-    if os.environ.get("HYDRA_FULL_ERROR"):
+    if _user_wants_full_errors():
         app()
         return
     from hydra._internal.utils import run_and_report
 
-    os.environ["HYDRA_FULL_ERROR"] = "1"
+    os.environ.update({"HYDRA_FULL_ERROR": "1", OWN_FULL_ERROR: "1"})
     try:
         app()
     except Exception as exc:
@@ -81,6 +83,15 @@ def _run_hydra_app(app: Callable[[], None]) -> None:
         run_and_report(functools.partial(_raise, exc))  # the trimmed traceback, exit 1
     finally:
         os.environ.pop("HYDRA_FULL_ERROR", None)
+        os.environ.pop(OWN_FULL_ERROR, None)
+
+
+# Set beside HYDRA_FULL_ERROR by _run_hydra_app, for the processes its app starts.
+OWN_FULL_ERROR = "SWEEPLAB_SET_HYDRA_FULL_ERROR"
+
+
+def _user_wants_full_errors() -> bool:
+    return bool(os.environ.get("HYDRA_FULL_ERROR")) and not os.environ.get(OWN_FULL_ERROR)
 
 
 def _raise(exc: BaseException) -> None:
@@ -175,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except Exception as exc:  # a full disk, a corrupt archive: the user's to fix, in one line
         reason = disk_faults.describe(exc)
-        if reason is None or os.environ.get("HYDRA_FULL_ERROR"):
+        if reason is None or _user_wants_full_errors():
             raise
         print(f"sweeplab: {reason}", file=sys.stderr)
         return 1

@@ -199,6 +199,10 @@ def test_the_top_level_turns_any_commands_disk_fault_into_one_line(monkeypatch, 
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # asked for tracebacks: gets them
     with pytest.raises(OSError):
         cli.main(["runs"])
+    monkeypatch.setenv(cli.OWN_FULL_ERROR, "1")  # inherited from a parent sweeplab: not asked
+    assert cli.main(["runs"]) == 1
+    last_line(capsys.readouterr().err, "/store/runs/index.json", "no space left on device")
+    monkeypatch.delenv(cli.OWN_FULL_ERROR)
     monkeypatch.setitem(cli.COMMANDS, "runs", lambda args: 1 / 0)  # a bug stays a traceback
     with pytest.raises(ZeroDivisionError):
         cli.main(["runs"])
