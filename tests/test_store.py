@@ -326,6 +326,10 @@ def test_missing_store_explains_how_to_start(tmp_path, capsys):
     code, out, err = _main(capsys, "--runs-dir", str(tmp_path / "runs"), "--format", "json")
     assert code == 0 and json.loads(out) == [] and "sweeplab train" in err
 
+    (tmp_path / "a_file").write_text("not a store")
+    code, out, _ = _main(capsys, "--runs-dir", str(tmp_path / "a_file"))
+    assert code == 0 and "is a file, not a run store" in out
+
 
 def test_runs_dir_defaults_to_env_then_home_then_cwd(store, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SWEEPLAB_RUNS_DIR", str(store))

@@ -255,7 +255,12 @@ def list_sweeps(sweeps: Sequence[Sweep], runs_dir: Path, fmt: str) -> int:
 
 def _empty_message(runs_dir: Path) -> str:
     where = runs_dir.resolve()
-    state = "does not exist" if not runs_dir.exists() else "holds no runs"
+    if not runs_dir.exists():
+        state = "does not exist"
+    elif not runs_dir.is_dir():
+        state = "is a file, not a run store (a directory of runs)"
+    else:
+        state = "holds no runs"
     return (
         f"No runs: {where} {state}.\n"
         "Launch a first run with `sweeplab train` (add overrides, or -m for a sweep), "
