@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 
 from sweeplab import cli
-from sweeplab.tracking.identity import compute_run_id
-from sweeplab.train import execute
-from tests.conftest import compose_config, run_cli
+from tests.conftest import run_cli, run_in_store
 
 TINY = [
     "trainer.max_epochs=1",
@@ -25,9 +23,7 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def complete_run(tmp_path_factory) -> Path:
-    store = tmp_path_factory.mktemp("store")
-    cfg = compose_config([f"paths.root_dir={store}", *TINY])
-    outcome = execute(cfg, store / "runs" / cfg.name / compute_run_id(cfg))
+    outcome = run_in_store(tmp_path_factory.mktemp("store"), TINY)
     assert outcome.status == "complete", outcome.error
     return outcome.run_dir
 

@@ -16,7 +16,7 @@ from sweeplab.tracking.identity import compute_run_id
 from sweeplab.tracking.metrics_csv import read_metrics_csv
 from sweeplab.tracking.record import read_record
 from sweeplab.train import execute
-from tests.conftest import compose_config
+from tests.conftest import compose_config, run_in_store
 from tests.test_wandb import _items, _records
 
 TINY = [
@@ -32,9 +32,7 @@ TINY = [
 @pytest.fixture(scope="module")
 def complete_run(tmp_path_factory) -> Path:
     """A run trained with the CSV logger only."""
-    store = tmp_path_factory.mktemp("store")
-    cfg = compose_config([f"paths.root_dir={store}", *TINY])
-    outcome = execute(cfg, store / "runs" / cfg.name / compute_run_id(cfg))
+    outcome = run_in_store(tmp_path_factory.mktemp("store"), TINY)
     assert outcome.status == "complete", outcome.error
     assert not (outcome.run_dir / "tensorboard").exists()
     return outcome.run_dir

@@ -377,3 +377,18 @@ def test_help_exits_0(capsys):
 )
 def test_format_number(value, text):
     assert runs_cli.format_number(value) == text
+
+
+def test_the_store_of_eval_and_publish_comes_from_their_path_overrides(tmp_path, monkeypatch):
+    from sweeplab.tracking.layout import runs_dir_from_overrides
+
+    monkeypatch.delenv("SWEEPLAB_RUNS_DIR", raising=False)
+    monkeypatch.delenv("SWEEPLAB_HOME", raising=False)
+    assert runs_dir_from_overrides([f"paths.root_dir={tmp_path}"]) == tmp_path / "runs"
+    assert runs_dir_from_overrides(["eval.plots=false", f"paths.runs_dir={tmp_path}/s"]) == (
+        tmp_path / "s"
+    )
+    last_wins = [f"paths.runs_dir={tmp_path}/s", f"paths.root_dir={tmp_path}/r"]
+    assert runs_dir_from_overrides(last_wins) == tmp_path / "r" / "runs"
+    monkeypatch.setenv("SWEEPLAB_RUNS_DIR", str(tmp_path / "env"))
+    assert runs_dir_from_overrides(["eval.plots=false"]) == tmp_path / "env"

@@ -27,8 +27,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from sweeplab.tracking.layout import CONFIG_FILE
-from sweeplab.tracking.layout import runs_dir as store_dir
+from sweeplab.tracking.layout import CONFIG_FILE, runs_dir_from_overrides
 from sweeplab.tracking.record import CorruptRecordError, now_iso, read_record, write_record
 
 log = logging.getLogger("sweeplab.eval")
@@ -260,14 +259,7 @@ def main(args: list[str]) -> int:
     if len(specs) != 1:
         print(f"sweeplab eval: give exactly one run=<dir|id>\n\n{USAGE}", file=sys.stderr)
         return 2
-    explicit = None
-    for override in overrides:
-        key, _, value = override.partition("=")
-        if key == "paths.root_dir":
-            explicit = Path(value) / "runs"
-        elif key == "paths.runs_dir":
-            explicit = Path(value)
-    runs_dir = store_dir(explicit)
+    runs_dir = runs_dir_from_overrides(overrides)
     try:
         run_dir = find_run(specs[0].partition("=")[2], runs_dir)
         record = evaluate_run(run_dir, overrides, replace=replace)

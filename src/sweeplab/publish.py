@@ -18,8 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from sweeplab.tracking.layout import METRICS_FILE, PLOTS_DIR
-from sweeplab.tracking.layout import runs_dir as store_dir
+from sweeplab.tracking.layout import METRICS_FILE, PLOTS_DIR, runs_dir_from_overrides
 
 log = logging.getLogger("sweeplab.publish")
 
@@ -135,15 +134,10 @@ def main(args: list[str]) -> int:
     if len(specs) != 1:
         print(f"sweeplab publish: give exactly one run=<dir|id>\n\n{USAGE}", file=sys.stderr)
         return 2
-    explicit = None
-    for override in overrides:
-        key, _, value = override.partition("=")
-        if key == "paths.root_dir":
-            explicit = Path(value) / "runs"
-        elif key == "paths.runs_dir":
-            explicit = Path(value)
     try:
-        run = open_run(specs[0].partition("=")[2], store_dir(explicit), require_complete=False)
+        run = open_run(
+            specs[0].partition("=")[2], runs_dir_from_overrides(overrides), require_complete=False
+        )
         names = publish_run(run.path, overrides)
     except (PublishError, RunError) as exc:
         print(f"sweeplab publish: {exc}", file=sys.stderr)

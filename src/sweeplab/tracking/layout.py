@@ -51,6 +51,19 @@ def runs_dir(explicit: str | os.PathLike | None = None) -> Path:
     return Path(DEFAULT_RUNS_DIR)
 
 
+def runs_dir_from_overrides(overrides: list[str]) -> Path:
+    """The run store a command over stored runs uses when given ``paths.root_dir=…`` or
+    ``paths.runs_dir=…`` as overrides (the last one wins), as ``sweeplab train`` would."""
+    explicit = None
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key == "paths.root_dir":
+            explicit = Path(value) / DEFAULT_RUNS_DIR
+        elif key == "paths.runs_dir":
+            explicit = Path(value)
+    return runs_dir(explicit)
+
+
 def checkpoint_path(run_dir: str | os.PathLike, which: str = "last") -> Path:
     """``checkpoints/last.ckpt`` or ``checkpoints/best.ckpt`` of a run."""
     if which not in CHECKPOINTS:
