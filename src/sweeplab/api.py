@@ -279,16 +279,19 @@ def load_table(
     """A table spec's cells as a DataFrame, one row per row × column, as ``sweeplab table``
     finds them (same run ids, same means over seeds, in display units).
 
+    ``spec`` is a spec file, a shipped spec's name (``"digits_mixers"``) or a parsed spec.
+
     ``overrides`` are appended to the spec's base, as on the command line; ``values``
     holds each seed's value and ``run_ids`` the runs the cell reads. A cell whose runs
     are missing has ``mean`` NaN and its count in ``missing``, never a zero.
     """
+    from sweeplab.tables.catalog import find_spec
     from sweeplab.tables.cells import resolve
     from sweeplab.tables.render import CSV_FIELDS, against_reference, best_rows
     from sweeplab.tables.spec import TableSpec, load_spec
 
     if not isinstance(spec, TableSpec):
-        spec = load_spec(spec)
+        spec = load_spec(find_spec(spec))
     if overrides:
         spec = spec.with_extra_overrides(list(overrides))
     table = resolve(spec, runs_dir)

@@ -15,6 +15,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from tabulate import tabulate
+
+from sweeplab.tables.catalog import find_spec, list_specs, spec_dirs
 from sweeplab.tables.cells import WAITING, RunGroup, RunSlot, Table, resolve
 from sweeplab.tables.compare import render_comparison
 from sweeplab.tables.render import FORMATS, render
@@ -29,13 +32,28 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sweeplab table",
         description="Render a table spec (experiments/*.yaml) as mean ± std over seeds "
         "beside the published values; --launch trains the missing runs first.",
-        epilog="Example: sweeplab table experiments/digits_mixers.yaml --launch "
+        epilog="Example: sweeplab table digits_mixers --launch "
         "--launcher joblib paths.root_dir=/tmp/tables",
     )
-    parser.add_argument("spec", type=Path, help="the table spec (YAML)")
+    parser.add_argument(
+        "spec",
+        nargs="?",
+        help="the table spec: a YAML file, or the name of a shipped spec or of one in "
+        "--experiments-dir (e.g. digits_mixers); --list shows them",
+    )
     parser.add_argument(
         "overrides", nargs="*", metavar="key=value", help="overrides appended to the spec's base"
     )
+    parser.add_argument(
+        "--experiments-dir",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
+        help="another directory of specs to find by name, searched before the shipped ones "
+        "(repeatable)",
+    )
+    parser.add_argument("--list", action="store_true", help="list the specs found by name")
     parser.add_argument("--format", choices=FORMATS, default="md", help="output (default: md)")
     parser.add_argument("--launch", action="store_true", help="train the missing runs first")
     parser.add_argument(
@@ -59,6 +77,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the paired difference ROW_A − ROW_B over seeds with a 95%% interval",
     )
     return parser
+
+
+def list_text(experiments_dirs: list[Path]) -> str:
+    """``name  title  (path)`` of each spec found by name, for ``--list``."""
+    rows = []
+    for name, path in list_specs(experiments_dirs).items():
+        try:
+            title = load_spec(path).title
+        except SpecError as exc:
+            title = f"(unreadable: {exc})"
+        rows.append([name, title, str(path)])
+    where = ", ".join(str(d) for d in spec_dirs(experiments_dirs))
+    if not rows:
+        return f"no table specs in {where}"
+    return tabulate(rows, headers=["spec", "title", "path"], tablefmt="simple")
 
 
 def _group_cells(table: Table, group: RunGroup) -> str:
@@ -154,8 +187,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print(f"{parser.prog}: error: not a key=value override: {' '.join(bad)}", file=sys.stderr)
         return 2
+    if args.list:
+        print(list_text(args.experiments_dir))
+        return 0
+    if args.spec is None:
+        parser.print_usage(sys.stderr)
+        print(f"{parser.prog}: error: name a spec (or --list the known ones)", file=sys.stderr)
+        return 2
     try:
-        spec = load_spec(args.spec).with_extra_overrides(args.overrides)
+        spec_path = find_spec(args.spec, args.experiments_dir)
+        spec = load_spec(spec_path).with_extra_overrides(args.overrides)
         if args.compare:
             labels = [row.label for row in spec.rows]
             unknown = [label for label in args.compare if label not in labels]
