@@ -148,6 +148,7 @@ def load_runs(
     where: str | Sequence[str] = (),
     status: str | None = None,
     sweep: str | None = None,
+    include_debug: bool = False,
     **filters: Any,
 ) -> pd.DataFrame:
     """The runs of the store as a DataFrame, filtered as ``sweeplab runs`` filters.
@@ -156,8 +157,10 @@ def load_runs(
     else ``$SWEEPLAB_HOME/runs``, else ``./runs``). Filters are keyword arguments
     (``name="digits_small_cnn"``, ``seed=[0, 1, 2]`` or ``seed="0,1,2"``) and/or raw
     ``key=value`` strings in ``where`` for keys that are not Python names
-    (``where=["trainer.max_epochs=1"]``, or one string split like a shell line). ``status`` and ``sweep`` are those of
-    ``sweeplab runs --status/--sweep``.
+    (``where=["trainer.max_epochs=1"]``, or one string split like a shell line).
+    ``status``, ``sweep`` and ``include_debug`` are those of ``sweeplab runs
+    --status/--sweep/--include-debug``: runs of the debug presets (``debug=fdr``…) are
+    left out unless asked.
 
     Example:
         >>> runs = load_runs(name="digits_small_cnn", status="complete")
@@ -165,7 +168,13 @@ def load_runs(
     """
     texts = shlex.split(where) if isinstance(where, str) else [str(w) for w in where]
     texts += [filter_text(key, value) for key, value in filters.items()]
-    _, listed = select(layout.runs_dir(runs_dir), status=status, where=texts, sweep=sweep)
+    _, listed = select(
+        layout.runs_dir(runs_dir),
+        status=status,
+        where=texts,
+        sweep=sweep,
+        include_debug=include_debug,
+    )
     return runs_frame(listed)
 
 

@@ -459,6 +459,7 @@ TOP_LEVEL_RULES: dict[str, Rule] = {
     "on_running": choice(*ON_RUNNING),
     "init_from": optional(sources),
     "init_from_head": choice(*HEAD_CHOICES),
+    "debug_run": boolean,
     "paths.*": path,
     "*._target_": checks.nonempty_str,
     "*.*._target_": checks.nonempty_str,

@@ -28,10 +28,13 @@ def _signature(run_dir: Path) -> Signature:
 
 
 class StoreIndex:
-    """The runs of one store, refreshed incrementally; ``reads`` counts records parsed."""
+    """The runs of one store, refreshed incrementally; ``reads`` counts records parsed.
+    Debug runs (``debug=…`` presets) are left out, as every listing does, unless
+    ``include_debug``."""
 
-    def __init__(self, runs_dir: str | os.PathLike) -> None:
+    def __init__(self, runs_dir: str | os.PathLike, include_debug: bool = False) -> None:
         self.runs_dir = Path(runs_dir)
+        self.include_debug = include_debug
         self.reads = 0
         self._cache: dict[Path, tuple[Signature, RunEntry | None]] = {}
         self._order: list[RunEntry] = []
@@ -51,7 +54,7 @@ class StoreIndex:
                 seen[run_dir] = cached
                 return cached[1]
 
-            self._order = scan_store(self.runs_dir, read=read)
+            self._order = scan_store(self.runs_dir, read=read, include_debug=self.include_debug)
             self._cache = seen  # runs whose directory went away are forgotten
             return list(self._order)
 

@@ -176,6 +176,8 @@ def select_runs(
 
     The filters are those of ``sweeplab runs`` (``name=digits_small_cnn seed=0``);
     by default only complete runs are selected, and an empty selection is an error.
+    Debug runs (``debug=…`` presets) are never selected: an ensemble, a teacher or merge
+    ingredients are made of real results (a run id still opens any run).
     """
     filters = selector_filters(selector)
     store = layout.runs_dir(runs_dir)

@@ -21,7 +21,13 @@ from typing import Any
 from tabulate import tabulate
 
 from sweeplab.tracking import layout
-from sweeplab.tracking.store import RUN_STATUSES, RunEntry, UnknownSweepError, select
+from sweeplab.tracking.store import (
+    RUN_STATUSES,
+    RunEntry,
+    UnknownSweepError,
+    filter_runs,
+    select,
+)
 from sweeplab.tracking.sweeps import OUTCOME_STATUSES, SWEEPS_DIR, Sweep, scan_sweeps
 
 DEFAULT_METRICS = ("test/cls/acc", "test/cls/nll", "test/cls/brier", "val/cls/acc")
@@ -56,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--sweep", metavar="NAME", help="only the runs of this sweep (a directory in _sweeps/)"
+    )
+    parser.add_argument(
+        "--include-debug",
+        action="store_true",
+        help="also list the runs of the debug presets (debug=fdr, limit, overfit), "
+        "which are left out by default",
     )
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
     parser.add_argument("filters", nargs="*", metavar="key=value", help="config/override filters")
@@ -119,6 +131,8 @@ def note(entry: RunEntry) -> str:
         return entry.problem.replace(f"{entry.path}{os.sep}", "")
     if entry.status == "failed":
         return _short_error((entry.record or {}).get("error")) or "failed (no error recorded)"
+    if entry.debug_run:
+        return "debug run"
     return ""
 
 
@@ -280,7 +294,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.by_sweep:
         return list_sweeps(scan_sweeps(runs_dir), runs_dir, args.format)
     try:
-        entries, listed = select(runs_dir, status=args.status, where=args.filters, sweep=args.sweep)
+        entries, listed = select(
+            runs_dir,
+            status=args.status,
+            where=args.filters,
+            sweep=args.sweep,
+            include_debug=args.include_debug,
+        )
     except UnknownSweepError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
@@ -294,10 +314,12 @@ def main(argv: list[str] | None = None) -> int:
             key = key.strip()
             if key and key != "all" and not any(c in key for c in "*?[") and key not in metrics:
                 print(f"note: no listed run has metric {key!r}", file=sys.stderr)
+    hidden = [] if args.include_debug else [e for e in entries if e.debug_run]
+    hidden = filter_runs(hidden, status=args.status, where=args.filters)
     message = None
     if not entries:
         message = _empty_message(runs_dir)
-    elif not listed:
+    elif not listed and not hidden:
         criteria = " ".join([f"--status {args.status}"] * bool(args.status) + args.filters)
         message = f"No runs match {criteria} ({len(entries)} in {runs_dir})."
 
@@ -313,6 +335,12 @@ def main(argv: list[str] | None = None) -> int:
         print(message, file=sys.stdout if args.format == "table" else sys.stderr)
     elif args.format != "table":
         print(summary(listed, len(entries), runs_dir), file=sys.stderr)
+    if hidden:
+        runs = "run matches" if len(hidden) == 1 else "runs match"
+        print(
+            f"{len(hidden)} debug {runs} too, not listed (--include-debug lists them).",
+            file=sys.stdout if args.format == "table" else sys.stderr,
+        )
     return 0
 
 

@@ -29,6 +29,10 @@ RUN_STATUSES = (*STATUSES, UNREADABLE)
 RUN_MARKERS = (CONFIG_FILE, ".hydra", CHECKPOINT_DIR)
 # Record fields a ``key=value`` filter may name besides config keys.
 RECORD_KEYS = ("run_id", "name", "status")
+# The config key every debug preset (conf/debug/) sets. A debug run checks that a config
+# runs and its numbers are no result, so the store's listings leave it out unless asked.
+DEBUG_KEY = "debug_run"
+DEBUG_GROUP = "debug"
 
 
 class _Missing:
@@ -101,6 +105,16 @@ class RunEntry:
     def created(self) -> str | None:
         return self._field("created", None, str)
 
+    @property
+    def debug_run(self) -> bool:
+        """Made by a debug preset: its config says so, or (a record that failed before its
+        config was stored) its overrides pick one."""
+        if self.config:
+            return self.config.get(DEBUG_KEY) is True
+        return any(
+            text.partition("=")[0].strip().lstrip("+~") == DEBUG_GROUP for text in self.overrides
+        )
+
 
 # --------------------------------------------------------------------------- scanning
 
@@ -162,9 +176,13 @@ def created_at(entry: RunEntry) -> float:
 
 
 def scan_store(
-    runs_dir: str | os.PathLike, read: Callable[[Path], RunEntry | None] = read_entry
+    runs_dir: str | os.PathLike,
+    read: Callable[[Path], RunEntry | None] = read_entry,
+    *,
+    include_debug: bool = False,
 ) -> list[RunEntry]:
-    """Every run in ``<runs_dir>/<name>/<run_id>/``, oldest first (then by path).
+    """Every run in ``<runs_dir>/<name>/<run_id>/``, oldest first (then by path); debug
+    runs (``debug=…`` presets) only with ``include_debug``.
 
     A missing ``runs_dir`` is an empty store. Directories that cannot be listed
     become entries with a ``problem`` instead of an exception. ``read`` turns one
@@ -187,7 +205,7 @@ def scan_store(
             continue
         for run_dir in run_dirs:
             entry = read(run_dir)
-            if entry is not None:
+            if entry is not None and (include_debug or not entry.debug_run):
                 entries.append(entry)
     entries.sort(key=lambda e: (created_at(e), str(e.path)))
     return entries
@@ -346,13 +364,16 @@ def select(
     status: str | None = None,
     where: Sequence[str] = (),
     sweep: str | None = None,
+    include_debug: bool = False,
 ) -> tuple[list[RunEntry], list[RunEntry]]:
     """The runs in scope (the whole store, or one sweep's runs) and those of them that match.
 
-    This is the one selection behind ``sweeplab runs``, :func:`sweeplab.load_runs` and
-    run selectors; both lists are returned so a listing can say "3 of 10".
+    This is the one selection behind ``sweeplab runs`` and :func:`sweeplab.load_runs`;
+    both lists are returned so a listing can say "3 of 10". The runs in scope include
+    debug runs, so a listing can say how many it left out; the matches include them only
+    with ``include_debug``.
     """
-    entries = scan_store(runs_dir)
+    entries = scan_store(runs_dir, include_debug=True)
     if sweep is not None:
         from sweeplab.tracking.sweeps import scan_sweeps  # Hydra's callback API: only when asked
 
@@ -362,7 +383,8 @@ def select(
             raise UnknownSweepError(f"no sweep {sweep!r} (known: {known})")
         run_ids = sweeps[sweep].run_ids
         entries = [e for e in entries if e.run_id in run_ids]
-    return entries, filter_runs(entries, status=status, where=where)
+    listed = filter_runs(entries, status=status, where=where)
+    return entries, [e for e in listed if include_debug or not e.debug_run]
 
 
 # --------------------------------------------------------------------------- settings

@@ -45,9 +45,10 @@ def is_synced(offline_dir: Path) -> bool:
 
 
 def offline_runs(runs_dir: Path, include_synced: bool = False) -> list[Path]:
-    """The offline W&B run directories of every run in the store, oldest run first."""
+    """The offline W&B run directories of every run in the store, oldest run first (a
+    debug run too: it has one only when its command asked for W&B)."""
     found = []
-    for entry in scan_store(runs_dir):
+    for entry in scan_store(runs_dir, include_debug=True):
         for path in sorted(entry.path.glob(OFFLINE_GLOB)):
             if path.is_dir() and (include_synced or not is_synced(path)):
                 found.append(path)
