@@ -21,6 +21,7 @@ from typing import Any
 from tabulate import tabulate
 
 from sweeplab.tracking import layout
+from sweeplab.tracking.run_groups import Group, Summary, group_runs
 from sweeplab.tracking.store import (
     RUN_STATUSES,
     RunEntry,
@@ -30,7 +31,13 @@ from sweeplab.tracking.store import (
 )
 from sweeplab.tracking.sweeps import OUTCOME_STATUSES, SWEEPS_DIR, Sweep, scan_sweeps
 
-DEFAULT_METRICS = ("test/cls/acc", "test/cls/nll", "test/cls/brier", "val/cls/acc")
+# Accuracy, calibration and OOD detection (energy score, near and far sets) side by side.
+DEFAULT_METRICS = (
+    "test/cls/acc",
+    "test/cal/ece",
+    "ood/near/energy/auroc",
+    "ood/far/energy/auroc",
+)
 OVERRIDES_WIDTH = 48
 NOTE_WIDTH = 60
 
@@ -41,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="List the runs in a run store, newest last.",
         epilog="Filters: key=value matches a run launched with that override or whose "
         "resolved config has that value (e.g. seed=0 data=digits trainer.max_epochs=5); "
-        "seed=0,1,2 matches any of the values.",
+        "seed=0,1,2 matches any of the values. --group-by augment averages each "
+        "augment's runs over seeds.",
     )
     parser.add_argument(
         "--runs-dir",
@@ -62,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--sweep", metavar="NAME", help="only the runs of this sweep (a directory in _sweeps/)"
+    )
+    parser.add_argument(
+        "--group-by",
+        metavar="KEYS",
+        help="comma-separated keys (e.g. augment or augment,backbone): one row per value, "
+        "each metric as mean ± std over the group's complete runs (its seeds), with n",
     )
     parser.add_argument(
         "--include-debug",
@@ -130,7 +144,8 @@ def note(entry: RunEntry) -> str:
     if entry.problem:
         return entry.problem.replace(f"{entry.path}{os.sep}", "")
     if entry.status == "failed":
-        return _short_error((entry.record or {}).get("error")) or "failed (no error recorded)"
+        error = (entry.record or {}).get("error")
+        return (_short_error(error) if error is not None else "") or "failed (no error recorded)"
     if entry.debug_run:
         return "debug run"
     return ""
@@ -224,6 +239,83 @@ def write_json(entries: Sequence[RunEntry], metrics: Sequence[str], out) -> None
     out.write("\n")
 
 
+# --------------------------------------------------------------------------- groups
+
+
+def format_summary(summary: Summary | None, n: int) -> str:
+    """``mean ± std``, with the count when fewer of the group's ``n`` runs have the metric."""
+    if summary is None:
+        return ""
+    text = format_number(summary.mean)
+    if summary.std is not None:
+        text += f" ± {format_number(summary.std)}"
+    return text if summary.n == n else f"{text} (n={summary.n})"
+
+
+def render_groups(groups: Sequence[Group], keys: Sequence[str], metrics: Sequence[str]) -> str:
+    pooled = any(group.pooled_over for group in groups)
+    headers = [*keys, "n", "seeds", *metrics] + ["pooled over"] * pooled
+    rows = []
+    for group in groups:
+        row = [value or "-" for value in group.values]
+        row += [str(len(group.runs)), _truncate(",".join(group.seeds), 24)]
+        row += [format_summary(group.metrics.get(m), len(group.runs)) for m in metrics]
+        if pooled:
+            row.append(", ".join(group.pooled_over))
+        rows.append(row)
+    align = ["left"] * len(keys) + ["right"] * (len(metrics) + 2) + ["left"] * pooled
+    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True, colalign=align)
+
+
+def _group_row(group: Group, keys: Sequence[str], metrics: Sequence[str]) -> dict[str, Any]:
+    return {
+        "group": dict(zip(keys, group.values, strict=True)),
+        "n": len(group.runs),
+        "seeds": group.seeds,
+        "metrics": {
+            m: {"mean": s.mean, "std": s.std, "n": s.n}
+            for m in metrics
+            if (s := group.metrics.get(m)) is not None
+        },
+        "pooled_over": group.pooled_over,
+        "run_ids": [run.run_id for run in group.runs],
+    }
+
+
+def write_groups(groups: Sequence[Group], keys: Sequence[str], metrics: Sequence[str], fmt: str):
+    rows = [_group_row(group, keys, metrics) for group in groups]
+    if fmt == "json":
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    fields = [*keys, "n", "seeds"]
+    fields += [f"{m}:{part}" for m in metrics for part in ("mean", "std", "n")]
+    fields.append("pooled_over")
+    writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        flat = {**row["group"], "n": row["n"], "seeds": " ".join(row["seeds"])}
+        for metric, summary in row["metrics"].items():
+            flat.update({f"{metric}:{part}": value for part, value in summary.items()})
+        flat["pooled_over"] = " ".join(row["pooled_over"])
+        writer.writerow(flat)
+
+
+def group_summary(groups: Sequence[Group], listed: Sequence[RunEntry]) -> str:
+    complete = sum(len(group.runs) for group in groups)
+    text = (
+        f"{len(groups)} group{'s' * (len(groups) != 1)} of {complete} complete "
+        f"run{'s' * (complete != 1)}"
+    )
+    others = len(listed) - complete
+    if others:
+        text += f" ({others} listed run{'s' * (others != 1)} not complete, left out)"
+    text += "; mean ± std over each group's runs (sample std, ddof = 1)"
+    if any(group.pooled_over for group in groups):
+        text += "; pooled over: settings other than the seed that differ inside a group"
+    return text
+
+
 # --------------------------------------------------------------------------- sweeps
 
 
@@ -282,6 +374,33 @@ def _empty_message(runs_dir: Path) -> str:
     )
 
 
+def _main_grouped(args, parser, listed, entries, runs_dir: Path) -> int:
+    keys = [key.strip() for key in args.group_by.split(",") if key.strip()]
+    if not keys:
+        parser.print_usage(sys.stderr)
+        print(f"{parser.prog}: error: --group-by needs a key (e.g. augment)", file=sys.stderr)
+        return 2
+    complete = [e for e in listed if e.status == "complete"]
+    metrics = select_metrics(complete, args.metrics)
+    groups = group_runs(listed, keys, metrics)
+    out = sys.stdout if args.format == "table" else sys.stderr
+    if args.format != "table":
+        write_groups(groups, keys, metrics, args.format)
+    elif groups:
+        print(render_groups(groups, keys, metrics))
+        print()
+    if not entries:
+        print(_empty_message(runs_dir), file=out)
+    elif not groups:
+        print(
+            f"No complete runs to group ({len(listed)} listed, {len(entries)} in {runs_dir}).",
+            file=out,
+        )
+    else:
+        print(group_summary(groups, listed), file=out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sweeplab runs``; returns the exit code (2 for bad arguments)."""
     parser = build_parser()
@@ -314,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
             key = key.strip()
             if key and key != "all" and not any(c in key for c in "*?[") and key not in metrics:
                 print(f"note: no listed run has metric {key!r}", file=sys.stderr)
+    if args.group_by is not None:
+        return _main_grouped(args, parser, listed, entries, runs_dir)
     hidden = [] if args.include_debug else [e for e in entries if e.debug_run]
     hidden = filter_runs(hidden, status=args.status, where=args.filters)
     message = None
