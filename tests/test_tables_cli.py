@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from hydra_plugins.sweeplab_jobs_sweeper.jobs_sweeper import JOBS_FILE, read_jobs
 from sweeplab.tables.cells import resolve
 from sweeplab.tables.cli import main
 from sweeplab.tables.spec import load_spec
+from sweeplab.tracking.sweeps import read_outcomes
 from tests.conftest import run_cli
 
 TINY = """\
@@ -70,16 +72,17 @@ def test_dry_run_lists_exactly_the_missing_runs(two_rows, capsys) -> None:
     missing = table.cell("mixup", "acc").group.slots[1]
     assert main([str(spec), "--dry-run", "--runs-dir", str(runs)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "1 missing run in 1 launch:"
-    assert out[1] == "  mixup × (all columns)"
+    assert out[0] == "1 missing run in one sweep:"
+    assert out[1] == "  mixup × (all columns): augment=mixup"
     assert out[2] == f"    seed 1: {missing.run_dir} (missing)"
     assert out[3] == (
-        "    $ sweeplab train -m backbone=mlp trainer.max_epochs=1 data.val_fraction=0.2 "
+        "  $ sweeplab train -m hydra/sweeper=jobs hydra.sweeper.jobs_file=JOBS.yaml "
+        "backbone=mlp trainer.max_epochs=1 data.val_fraction=0.2 "
         "'eval.shift.corruptions=[]' 'eval.ood.detectors=[msp]' "
-        "'eval.calibration.calibrators=[ts]' eval.plots=false augment=mixup seed=1 "
-        f"paths.runs_dir={runs}"
+        f"'eval.calibration.calibrators=[ts]' eval.plots=false paths.runs_dir={runs} "
+        "'hydra.sweep.dir=${paths.runs_dir}/_sweeps/two_${now:%Y-%m-%d_%H-%M-%S}'"
     )
-    assert len(out) == 4
+    assert out[4:] == ["  JOBS.yaml (one run each):", "    - [augment=mixup, seed=1]"]
 
 
 def test_dry_run_with_launcher_and_failed_run(two_rows, capsys) -> None:
@@ -88,9 +91,9 @@ def test_dry_run_with_launcher_and_failed_run(two_rows, capsys) -> None:
     _record(table.cell("plain", "acc").group.slots[0].run_dir, {}, status="failed")
     assert main([str(spec), "--dry-run", "--runs-dir", str(runs), "--launcher", "joblib"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("2 missing runs in 2 launches:")
-    assert "(failed)" in out and "seed=0 " in out and "seed=1 " in out
-    assert out.count("hydra/launcher=joblib") == 2
+    assert out.startswith("2 missing runs in one sweep:")
+    assert "(failed)" in out and out.count("hydra/launcher=joblib") == 1
+    assert out.endswith("    - [augment=none, seed=0]\n    - [augment=mixup, seed=1]\n")
 
 
 def test_formats_and_comparison(two_rows, capsys) -> None:
@@ -114,6 +117,19 @@ def test_formats_and_comparison(two_rows, capsys) -> None:
     assert main([str(spec), "--runs-dir", str(runs), "--format", "latex"]) == 0
     out = capsys.readouterr().out
     assert r"plain & $91.0 \pm 1.4$ & 90.0 & $+1.0$ & $0.060 \pm 0.014$ \\" in out
+
+
+def test_overrides_on_top_of_the_spec_are_said_beside_its_title(two_rows, capsys) -> None:
+    spec, runs = two_rows
+    args = [str(spec), "--runs-dir", str(runs), "trainer.max_epochs=2", "paths.root_dir=/x"]
+    assert main([*args, "--format", "md"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("### Tiny [overridden: trainer.max_epochs=2]\n")
+    assert f"overridden: trainer.max_epochs=2 on top of {spec}; the title describes" in out
+    assert main([*args, "--format", "latex"]) == 0
+    assert capsys.readouterr().out.startswith("% Tiny [overridden: trainer.max_epochs=2]\n")
+    assert main([str(spec), "--runs-dir", str(runs), "paths.root_dir=/x"]) == 0
+    assert "overridden" not in capsys.readouterr().out  # where runs are stored changes no number
 
 
 def test_bad_spec_exits_2_naming_the_line(tmp_path: Path, capsys) -> None:
@@ -140,15 +156,34 @@ def _attempts(runs: Path) -> dict[str, int]:
     }
 
 
+# Two cells that set different keys, one seed each.
+TWO_CELLS = TINY.replace("seeds: [0, 1]\n", "seeds: [0]\n").replace(
+    "  - {label: plain, overrides: [augment=none]}\n",
+    "  - {label: plain, overrides: [augment=none]}\n"
+    "  - {label: fast, overrides: [regime.optimizer.lr=0.1]}\n",
+)
+
+
 @pytest.mark.slow
-def test_launch_then_relaunch_trains_nothing(tmp_path: Path) -> None:
-    spec = _write(tmp_path / "tiny.yaml", TINY)
-    args = ["table", str(spec), "--launch", f"paths.root_dir={tmp_path}"]
+def test_one_launch_is_one_sweep_of_every_missing_cell_and_a_relaunch_runs_nothing(
+    tmp_path: Path,
+) -> None:
+    spec = _write(tmp_path / "tiny.yaml", TWO_CELLS)
+    args = ["table", str(spec), "--launch", "--launcher", "joblib", f"paths.root_dir={tmp_path}"]
     first = run_cli(args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "2 missing runs in 1 launch" in first.stderr
-    assert "(n=2)" in first.stdout and "missing" not in first.stdout
+    assert "2 missing runs in one sweep" in first.stderr
+    launches = [line for line in first.stderr.splitlines() if line.startswith("launching sw")]
+    assert len(launches) == 1 and "hydra/sweeper=jobs" in launches[0]
+    assert "ConfigStore schema" not in first.stderr  # once per joblib worker, before
+    assert first.stdout.count("(n=1)") == 2 and "missing" not in first.stdout
+    assert "overridden" not in first.stdout  # paths.root_dir changes no number
     runs = tmp_path / "runs"
+    (sweep,) = (runs / "_sweeps").iterdir()
+    assert sweep.name.startswith("tiny_")
+    outcomes = read_outcomes(sweep)
+    assert sorted(o["status"] for o in outcomes) == ["complete", "complete"]
+    assert len(read_jobs(sweep / JOBS_FILE)) == 2
     attempts = _attempts(runs)
     assert len(attempts) == 2 and set(attempts.values()) == {1}
     run_dirs = sorted(p for p in runs.glob("*/*") if not p.parent.name.startswith("_"))
@@ -158,6 +193,7 @@ def test_launch_then_relaunch_trains_nothing(tmp_path: Path) -> None:
     assert again.stdout == first.stdout
     assert "launching" not in again.stderr
     assert _attempts(runs) == attempts
+    assert list((runs / "_sweeps").iterdir()) == [sweep]
     assert sorted(p for p in runs.glob("*/*") if not p.parent.name.startswith("_")) == run_dirs
 
 
@@ -180,10 +216,15 @@ def test_cells_made_from_required_runs_wait_for_them(tmp_path: Path, capsys) -> 
     assert main([str(spec), "--dry-run", "--runs-dir", str(runs)]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[:2] == ["6 missing runs in 2 launches:", "  requires: members"]
-    assert "  single × acc" not in lines  # its runs are members 0 and 1, launched once
-    assert "regime=erm seed=0,1,2,3" in lines[6] and lines[7] == "  ensemble of 2 runs × acc"
+    assert lines[:2] == [
+        "4 missing runs in one sweep, 2 more once their source runs exist (a second sweep):",
+        "  requires: members: regime=erm",
+    ]
+    assert not any(line.startswith("  single × acc") for line in lines)  # members 0 and 1
+    assert lines[6].startswith("  ensemble of 2 runs × acc: regime=ensemble_from_runs")
     assert out.count("waiting for its source runs (launched first)") == 2
+    jobs = [line.strip() for line in lines[lines.index("  JOBS.yaml (one run each):") + 1 :]]
+    assert jobs == [f"- [regime=erm, seed={seed}]" for seed in range(4)]
     table = resolve(load_spec(spec), runs)
     for slot in table.required[0].slots:  # the members finish
         record = {

@@ -1,28 +1,34 @@
 """``sweeplab table SPEC``: render a paper table from the run store, launching what is missing.
 
-With ``--launch`` one command reproduces a table: each cell whose runs are not
-complete gets one ``sweeplab train -m`` over its missing seeds, and the table is
-rendered from the records they write. A relaunch finds every run complete and
-trains nothing, because cells are looked up by the same run id training uses.
+With ``--launch`` one command reproduces a table: every run that is not complete,
+whatever cell it belongs to, goes into one ``sweeplab train -m`` over a list of whole
+override sets (``hydra/sweeper=jobs``), so a parallel launcher runs the cells side by
+side, and the table is rendered from the records they write. The sweep is named after
+the spec. A relaunch finds every run complete and trains nothing, because cells are
+looked up by the same run id training uses.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from tabulate import tabulate
 
 from sweeplab.tables.catalog import find_spec, list_specs, spec_dirs
 from sweeplab.tables.cells import WAITING, RunGroup, RunSlot, Table, resolve
 from sweeplab.tables.compare import render_comparison
 from sweeplab.tables.render import FORMATS, render
-from sweeplab.tables.spec import SpecError, load_spec
+from sweeplab.tables.spec import SpecError, TableSpec, load_spec
 from sweeplab.tracking import layout
+from sweeplab.tracking.sweeps import named_sweep_dir
 
 LAUNCHERS = ("local", "joblib", "slurm", "ray")
 
@@ -108,71 +114,117 @@ def _group_cells(table: Table, group: RunGroup) -> str:
 
 @dataclass
 class Launch:
-    """One ``sweeplab train -m`` of a run group: the runs it trains and those that wait."""
+    """The missing runs of one run group: those the sweep trains and those that wait."""
 
     group: RunGroup
     slots: list[RunSlot]  # missing or unfinished, run id known
     waiting: list[RunSlot]  # made from runs that are not in the store yet
-    command: list[str]
+    overrides: tuple[str, ...]  # the group's own, after the spec's base
 
 
-def launch_command(
-    group: RunGroup, launcher: str | None, runs_dir: Path | None, slots: list[RunSlot] | None = None
-) -> list[str]:
-    """The ``sweeplab train -m`` command for a group's missing seeds (or ``slots``)."""
-    seeds = ",".join(str(slot.seed) for slot in (group.launchable if slots is None else slots))
-    command = ["sweeplab", "train", "-m", *group.overrides, f"seed={seeds}"]
+@dataclass
+class Plan:
+    """Every missing run of a table, and the one sweep that trains those it can now."""
+
+    launches: list[Launch]
+    command: list[str]  # ``sweeplab train -m``, its jobs file named by :data:`JOBS_FILE_ARG`
+
+    @property
+    def jobs(self) -> list[list[str]]:
+        """One override list per run to train: the group's overrides and the seed."""
+        return [
+            [*launch.overrides, f"seed={slot.seed}"]
+            for launch in self.launches
+            for slot in launch.slots
+        ]
+
+    def command_with(self, jobs_file: str | Path) -> list[str]:
+        return [str(jobs_file) if part == JOBS_FILE_ARG else part for part in self.command]
+
+
+# Where the command names its jobs file, which exists only while the sweep is launched.
+JOBS_FILE_ARG = "hydra.sweeper.jobs_file=JOBS.yaml"
+
+
+def sweep_label(spec: TableSpec) -> str:
+    """The spec's file name as a directory name (the sweep is named after it)."""
+    return re.sub(r"[^\w.-]+", "_", spec.path.stem) or "table"
+
+
+def sweep_command(spec: TableSpec, launcher: str | None, runs_dir: Path | None) -> list[str]:
+    """``sweeplab train -m`` over a jobs file (``hydra/sweeper=jobs``): the spec's base
+    overrides shared by every job, the sweep named after the spec."""
+    command = ["sweeplab", "train", "-m", "hydra/sweeper=jobs", JOBS_FILE_ARG]
+    command += [o.text for o in spec.base]
     if runs_dir is not None:
         command.append(f"paths.runs_dir={runs_dir}")
     if launcher is not None:
         command.append(f"hydra/launcher={launcher}")
+    command.append(named_sweep_dir(sweep_label(spec)))
     return command
 
 
-def _plan(table: Table, args: argparse.Namespace) -> list[Launch]:
-    """The launches of the missing runs: the required source runs first, then the cells;
-    a run that two groups name (a required run that is also a cell) is launched once."""
-    plan, planned = [], set()
+def _own_overrides(spec: TableSpec, group: RunGroup) -> tuple[str, ...]:
+    base = tuple(o.text for o in spec.base)
+    assert group.overrides[: len(base)] == base, "a run group's overrides start with the base"
+    return group.overrides[len(base) :]
+
+
+def _plan(table: Table, args: argparse.Namespace) -> Plan:
+    """The missing runs: the required source runs and the cells, in one sweep; a run that
+    two groups name (a required run that is also a cell) is trained once. Cells made from
+    runs not in the store yet wait for a second sweep."""
+    launches, planned = [], set()
     for group in [*table.required, *table.groups]:
         slots = [slot for slot in group.launchable if slot.run_id not in planned]
         planned.update(slot.run_id for slot in slots)
         waiting = [slot for slot in group.incomplete if slot.status == WAITING]
         if slots or waiting:
-            command = launch_command(group, args.launcher, args.runs_dir, slots)
-            plan.append(Launch(group, slots, waiting, command))
-    return plan
+            launches.append(Launch(group, slots, waiting, _own_overrides(table.spec, group)))
+    return Plan(launches, sweep_command(table.spec, args.launcher, args.runs_dir))
 
 
-def describe_plan(table: Table, plan: list[Launch]) -> str:
-    if not plan:
+def jobs_yaml(jobs: list[list[str]]) -> str:
+    return yaml.safe_dump(jobs, default_flow_style=None, width=10**6)
+
+
+def describe_plan(table: Table, plan: Plan) -> str:
+    if not plan.launches:
         return f"nothing to run: all {sum(len(g.slots) for g in table.groups)} runs are complete"
-    total = sum(len(launch.slots) + len(launch.waiting) for launch in plan)
-    lines = [
-        f"{total} missing run{'s' * (total != 1)} in {len(plan)} launch{'es' * (len(plan) != 1)}:"
-    ]
-    for launch in plan:
-        lines.append(f"  {_group_cells(table, launch.group)}")
+    runs = len(plan.jobs)
+    waiting = sum(len(launch.waiting) for launch in plan.launches)
+    head = f"{runs} missing run{'s' * (runs != 1)} in one sweep"
+    if waiting:
+        head += f", {waiting} more once their source runs exist (a second sweep)"
+    lines = [head + ":"]
+    for launch in plan.launches:
+        own = " ".join(launch.overrides) or "(the base only)"
+        lines.append(f"  {_group_cells(table, launch.group)}: {own}")
         for slot in launch.slots:
             lines.append(f"    seed {slot.seed}: {slot.run_dir} ({slot.status})")
         for slot in launch.waiting:
             lines.append(f"    seed {slot.seed}: waiting for its source runs (launched first)")
-        if launch.slots:
-            lines.append(f"    $ {shlex.join(launch.command)}")
+    if runs:
+        lines.append(f"  $ {shlex.join(plan.command)}")
+        lines.append("  JOBS.yaml (one run each):")
+        lines += [f"    {line}" for line in jobs_yaml(plan.jobs).splitlines()]
     return "\n".join(lines)
 
 
-def _launch(table: Table, plan: list[Launch]) -> list[str]:
-    """Run each command (its output to stderr, so stdout stays the table); returns failures."""
-    failures = []
-    for launch in plan:
-        if not launch.slots:
-            continue
-        print(f"launching {shlex.join(launch.command)}", file=sys.stderr, flush=True)
-        argv = [sys.executable, "-m", "sweeplab", *launch.command[1:]]
+def _launch(plan: Plan) -> list[str]:
+    """Run the sweep (its output to stderr, so stdout stays the table); returns failures."""
+    if not plan.jobs:
+        return []
+    with tempfile.TemporaryDirectory(prefix="sweeplab-table-") as tmp:
+        jobs_file = Path(tmp) / "jobs.yaml"
+        jobs_file.write_text(jobs_yaml(plan.jobs), encoding="utf-8")
+        command = plan.command_with(f"hydra.sweeper.jobs_file={jobs_file}")
+        print(f"launching {shlex.join(command)}", file=sys.stderr, flush=True)
+        argv = [sys.executable, "-m", "sweeplab", *command[1:]]
         result = subprocess.run(argv, stdout=2, check=False)  # fd 2: stdout is the table
-        if result.returncode != 0:
-            failures.append(f"{_group_cells(table, launch.group)}: exit code {result.returncode}")
-    return failures
+    if result.returncode != 0:
+        return [f"the sweep of {len(plan.jobs)} runs: exit code {result.returncode}"]
+    return []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,17 +266,17 @@ def main(argv: list[str] | None = None) -> int:
         print(describe_plan(table, plan))
         return 0
     failures = []
-    if args.launch and plan:
+    if args.launch and plan.launches:
         print(describe_plan(table, plan), file=sys.stderr, flush=True)
-        failures = _launch(table, plan)
+        failures = _launch(plan)
         table.reload()
         if not failures and any(group.incomplete for group in table.groups):
             # Cells made from other runs know their run ids once those runs exist.
             table = resolve(spec, args.runs_dir)
             plan = _plan(table, args)
-            if plan:
+            if plan.jobs:
                 print(describe_plan(table, plan), file=sys.stderr, flush=True)
-                failures = _launch(table, plan)
+                failures = _launch(plan)
                 table.reload()
 
     print(render(table, args.format))

@@ -123,6 +123,12 @@ def _seed_list(seeds) -> str:
     return ", ".join(str(s) for s in seeds)
 
 
+def heading(table: Table) -> str:
+    """The spec's title, and the overrides applied on top of it (which it does not know)."""
+    applied = table.spec.applied_overrides
+    return table.spec.title + (f" [overridden: {' '.join(applied)}]" if applied else "")
+
+
 def notes(table: Table) -> list[str]:
     """What the reader needs beside the numbers: seeds, sources, and what is missing."""
     spec = table.spec
@@ -130,6 +136,11 @@ def notes(table: Table) -> list[str]:
         f"mean ± std over seeds {_seed_list(spec.seeds)} (n = seeds with a value); "
         "bold: best in column (↑ higher is better, ↓ lower is better)."
     ]
+    if spec.applied_overrides:
+        lines.append(
+            f"overridden: {' '.join(spec.applied_overrides)} on top of {spec.path}; "
+            "the title describes the spec without them."
+        )
     sources = []
     for ref in spec.references.values():
         tol = "" if ref.tolerance is None else f", tolerance ±{ref.tolerance:g}"
@@ -202,7 +213,7 @@ def render_markdown(table: Table) -> str:
                 )
         body.append(line)
     grid = tabulate(body, headers=headers, tablefmt="pipe", disable_numparse=True, colalign=align)
-    return "\n".join([f"### {spec.title}", "", grid, "", *notes(table)])
+    return "\n".join([f"### {heading(table)}", "", grid, "", *notes(table)])
 
 
 # --------------------------------------------------------------------------- latex
@@ -247,7 +258,7 @@ def render_latex(table: Table) -> str:
         if _has_references(table, column):
             headers += ["Paper", r"$\Delta$"]
     lines = [
-        f"% {spec.title}",
+        f"% {heading(table)}",
         *(f"% {note}" for note in notes(table)),
         rf"\begin{{tabular}}{{l{'r' * (len(headers) - 1)}}}",
         r"\toprule",

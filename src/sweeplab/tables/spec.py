@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from sweeplab.tracking.identity import changes_metrics
+
 # Metric keys are ``<split>/<family>/<name>`` (``test/cls/acc``, ``val/cal/ece``), or begin
 # with a family that has a layout of its own (``ood/<set>/<detector>/<metric>``, ``shift/``,
 # ``perf/``, ``ens/``, ``nas/``, and training values such as ``train/lr``); a key outside
@@ -193,6 +195,17 @@ class TableSpec:
 
     def where(self, line: int | None) -> str:
         return f"{self.path}:{line}" if line is not None else f"{self.path} (command line)"
+
+    @property
+    def applied_overrides(self) -> list[str]:
+        """The command line's overrides on top of the spec that can change its numbers, so
+        a rendering says them beside a title that cannot know them ("8 epochs" after
+        ``trainer.max_epochs=2``); where runs are stored or logged is left out."""
+        return [
+            o.text
+            for o in self.base
+            if o.line is None and changes_metrics(o.text.partition("=")[0].strip())
+        ]
 
     def with_extra_overrides(self, extra: list[str]) -> TableSpec:
         """The spec with ``key=value`` overrides from the command line appended to its base."""

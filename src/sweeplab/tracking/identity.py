@@ -42,6 +42,18 @@ NON_RESULT_KEYS = (
     "trainer.enable_model_summary",
     "trainer.log_every_n_steps",
 )
+# Keys that change no recorded number: those the run id leaves out, except ``eval``,
+# which leaves the model alone but changes the metrics computed from it.
+NO_METRIC_KEYS = tuple(k for k in NON_RESULT_KEYS if k != "eval")
+
+
+def changes_metrics(key: str) -> bool:
+    """Whether a different value of ``key`` (an override's key, ``a.b`` or group ``a/b``)
+    can change a run's metrics."""
+    key = key.lstrip("+~")
+    return not any(key == k or key.startswith((f"{k}.", f"{k}/")) for k in NO_METRIC_KEYS)
+
+
 # Top-level keys added after runs were stored: left unset they are not hashed (nor
 # their companions, which mean nothing without them), so older run ids stay valid.
 UNSET_KEYS = {"init_from": ("init_from_head",)}

@@ -15,13 +15,10 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sweeplab.tracking.identity import NON_RESULT_KEYS
+from sweeplab.tracking.identity import changes_metrics
 from sweeplab.tracking.store import MISSING, RunEntry, metric_number, override_values, setting
 
 SEED_KEY = "seed"
-# Keys that change no recorded number: those the run id leaves out, except ``eval``,
-# which leaves the model alone but changes the metrics computed from it.
-NO_METRIC_KEYS = tuple(k for k in NON_RESULT_KEYS if k != "eval")
 
 
 @dataclass(frozen=True)
@@ -61,10 +58,6 @@ def summarise(values: Sequence[float]) -> Summary | None:
     return Summary(statistics.fmean(finite), std, len(finite))
 
 
-def _changes_results(key: str) -> bool:
-    return not any(key == k or key.startswith((f"{k}.", f"{k}/")) for k in NO_METRIC_KEYS)
-
-
 def setting_keys(entries: Sequence[RunEntry]) -> list[str]:
     """Override keys, then group choices, of the runs, in first-seen order."""
     keys: list[str] = []
@@ -74,7 +67,7 @@ def setting_keys(entries: Sequence[RunEntry]) -> list[str]:
         choices = (entry.record or {}).get("choices")
         if isinstance(choices, dict):
             keys.extend(str(k) for k in choices if str(k) not in keys)
-    return [k for k in keys if not k.startswith("hydra") and _changes_results(k)]
+    return [k for k in keys if not k.startswith("hydra") and changes_metrics(k)]
 
 
 def group_runs(

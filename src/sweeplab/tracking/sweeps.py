@@ -29,6 +29,12 @@ OUTCOMES_DIR = "outcomes"
 RUNNING_ELSEWHERE = "running_elsewhere"
 OUTCOME_STATUSES = ("complete", "skipped", "failed", RUNNING_ELSEWHERE)
 SWEEP_TIME_FORMAT = "%Y-%m-%d_%H-%M-%S"  # as hydra.sweep.dir names them
+SWEEP_TIME_LENGTH = len("2024-01-31_12-00-00")
+
+
+def named_sweep_dir(label: str) -> str:
+    """The ``hydra.sweep.dir=`` override of a sweep named ``<label>_<launch time>``."""
+    return f"hydra.sweep.dir=${{paths.runs_dir}}/{SWEEPS_DIR}/{label}_${{now:{SWEEP_TIME_FORMAT}}}"
 
 
 def write_outcome(
@@ -82,9 +88,10 @@ class Sweep:
 
     @property
     def started(self) -> str:
-        """When it was launched: from the directory name Hydra gave it, else its mtime."""
+        """When it was launched: from the time its directory name ends with (Hydra's
+        default name is only the time), else its mtime."""
         try:
-            moment = datetime.strptime(self.name, SWEEP_TIME_FORMAT)
+            moment = datetime.strptime(self.name[-SWEEP_TIME_LENGTH:], SWEEP_TIME_FORMAT)
         except ValueError:
             try:
                 moment = datetime.fromtimestamp(self.path.stat().st_mtime)
