@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import os
 import sys
-import warnings
 from collections.abc import Callable
 
 from sweeplab import disk_faults
@@ -43,8 +42,6 @@ def _train(args: list[str]) -> int:
     from sweeplab import train
     from sweeplab.tracking import sweeps
 
-    # Our launcher presets share names with the plugins' own configs, on purpose.
-    warnings.filterwarnings("ignore", message="(?s).*is validated against ConfigStore schema")
     sys.argv = [sys.argv[0], *args]
     sweeps.LAST_SWEEP = None
     if "--help" in args or "-h" in args:
