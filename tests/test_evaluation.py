@@ -14,6 +14,7 @@ from sweeplab import cli
 from sweeplab.data.corruptions import CORRUPTIONS
 from sweeplab.evaluate import EvalError, evaluate_run, find_run
 from sweeplab.evaluation.detectors import DETECTORS
+from sweeplab.evaluation.passes import shift_subsample
 from sweeplab.regimes.erm import ERM
 from sweeplab.tracking.identity import compute_run_id
 from sweeplab.tracking.record import read_record
@@ -129,7 +130,7 @@ def test_eval_adds_a_new_detector_set_and_corruption_beside_the_old(finished_run
     assert set(before["metrics"]) < set(added["metrics"])
     assert {k.split("/")[2] for k in added["metrics"] if k.startswith("ood/")} == {"msp", "knn"}
     for key, value in before["metrics"].items():
-        if "/knn/" not in key:
+        if "/knn/" not in key and not key.startswith("perf/eval/"):  # times are this run's
             assert added["metrics"][key] == pytest.approx(value, abs=1e-12), key
     assert added["config"]["eval"]["ood"]["detectors"] == ["msp", "knn"]
     assert set(added["evaluation"]["ood"]["hyperparameters"]) == {"msp", "knn"}
@@ -278,3 +279,64 @@ def test_bad_eval_config_fails_before_training(make_cfg, store, override, messag
     assert outcome.status == "failed"
     assert message in outcome.error
     assert not (outcome.run_dir / "checkpoints" / "last.ckpt").exists()
+
+
+PAPER_ODIN = {"temperature": 1000.0, "epsilon": 0.0014}
+
+
+def test_every_phase_is_timed_in_the_record(finished_run):
+    metrics = read_record(finished_run)["metrics"]
+    phases = ["val", "test", "train_features", "ood_held_out", "ood_noise", "shift", "odin"]
+    phases += ["calibration", "detectors", "shift_metrics"]
+    for phase in phases:
+        assert metrics[f"perf/eval/{phase}_s"] >= 0, phase
+    timed = sum(metrics[f"perf/eval/{phase}_s"] for phase in phases)
+    assert 0 < timed <= metrics["perf/eval/total_s"]
+
+
+def test_shift_subsample_is_seeded_and_of_the_configured_size():
+    first = shift_subsample(1000, 100, seed=0)
+    assert torch.equal(first, shift_subsample(1000, 100, seed=0))
+    assert len(first) == 100 and len(first.unique()) == 100
+    assert torch.equal(first, first.sort().values) and int(first.max()) < 1000
+    assert not torch.equal(first, shift_subsample(1000, 100, seed=1))
+    assert shift_subsample(1000, None, seed=0) is None
+    assert shift_subsample(100, 100, seed=0) is None  # the whole split: no subsample
+
+
+def test_shift_uses_its_subsample_and_eval_full_the_whole_test_split(finished_run, tmp_path):
+    run_dir = copy_run(finished_run, tmp_path)
+    one_cell = ["eval.shift.corruptions=[contrast]", "eval.shift.severities=[3]"]
+    one_cell += [
+        "eval.ood.detectors=[msp]",
+        "eval.calibration.calibrators=[ts]",
+        "eval.plots=false",
+    ]
+    test_labels = torch.load(run_dir / "eval_cache" / "test.pt", weights_only=True)["labels"]
+    record = evaluate_run(run_dir, [*one_cell, "eval.shift.max_samples=40"], replace=True)
+    cached = torch.load(run_dir / "eval_cache" / "shift.pt", weights_only=True)
+    expected = shift_subsample(len(test_labels), 40, seed=0)
+    assert torch.equal(cached["indices"], expected)
+    assert torch.equal(cached["labels"], test_labels[expected])
+    assert cached["logits"]["contrast/3"].shape[0] == 40
+    assert record["evaluation"]["shift"] == {
+        "samples": 40,
+        "test_samples": len(test_labels),
+        "seed": 0,
+    }
+    assert record["metrics"]["perf/eval/shift_s"] >= 0
+
+    record = evaluate_run(run_dir, ["eval=full", *one_cell])
+    cached = torch.load(run_dir / "eval_cache" / "shift.pt", weights_only=True)
+    assert cached["indices"] is None and torch.equal(cached["labels"], test_labels)
+    assert record["evaluation"]["shift"]["samples"] == len(test_labels)
+
+
+def test_odin_uses_the_papers_setting_by_default_and_its_grid_under_eval_full(finished_run):
+    from sweeplab.evaluation.ood import hyperparameter_candidates
+    from tests.conftest import compose_config
+
+    assert hyperparameter_candidates(compose_config([]).eval, "odin") == [PAPER_ODIN]
+    assert len(hyperparameter_candidates(compose_config(["eval=full"]).eval, "odin")) > 1
+    chosen = read_record(finished_run)["evaluation"]["ood"]["hyperparameters"]["odin"]
+    assert chosen == PAPER_ODIN

@@ -174,6 +174,7 @@ def evaluate_run(run_dir: Path, overrides: list[str], replace: bool = False) -> 
     ``replace`` drops its evaluation metrics first.
     """
     from sweeplab.evaluation.passes import EvalPasses, check_eval_config
+    from sweeplab.evaluation.progress import EvalProgress
     from sweeplab.evaluation.report import evaluate_cached, is_eval_metric, merge_eval_metrics
     from sweeplab.files import atomic_write_text
     from sweeplab.schema import check_config
@@ -196,6 +197,7 @@ def evaluate_run(run_dir: Path, overrides: list[str], replace: bool = False) -> 
     except ValueError as exc:
         raise EvalConfigError(str(exc)) from exc
     started = time.time()
+    progress = EvalProgress(show=True)
     passes = EvalPasses(cfg.eval, run_dir, force=False)
     missing = passes.missing()
     if missing:
@@ -206,10 +208,11 @@ def evaluate_run(run_dir: Path, overrides: list[str], replace: bool = False) -> 
         device = torch.device("cuda" if use_gpu else "cpu")
         log.info("running the model for what the eval cache lacks: %s", ", ".join(missing))
         datamodule, module = _load_model(cfg, run_dir, device)
-        artifacts = passes.run(module, datamodule, device)
+        artifacts = passes.run(module, datamodule, device, progress)
     else:
         artifacts = {}
-    report = evaluate_cached(run_dir, cfg.eval)
+    report = evaluate_cached(run_dir, cfg.eval, progress)
+    report.metrics.update(progress.metrics())
     details = {**report.details, "recomputed": missing}
     eval_node = OmegaConf.to_container(cfg.eval, resolve=True)
     metrics = record.get("metrics", {})

@@ -449,6 +449,7 @@ EVAL_RULES: dict[str, Rule] = {
         either(choice(1, 2, 3, 4, 5), allowed="an integer in 1..5"), "severities 1..5"
     ),
     "eval.shift.seed": seed,
+    "eval.shift.max_samples": optional(positive_int),
 }
 
 TOP_LEVEL_RULES: dict[str, Rule] = {

@@ -450,13 +450,19 @@ def _save_built(module, path: Path) -> None:
 
 
 def _evaluate(cfg: DictConfig, module, datamodule, device, run_dir: Path):
-    """One pass over each evaluation set into the eval cache, then every metric from it."""
+    """One pass over each evaluation set into the eval cache, then every metric from it,
+    each phase shown as a bar (as training is, with ``trainer.enable_progress_bar``) and
+    timed as ``perf/eval/<phase>_s``."""
     from sweeplab.evaluation.passes import EvalPasses
+    from sweeplab.evaluation.progress import EvalProgress
     from sweeplab.evaluation.report import evaluate_cached
 
-    artifacts = EvalPasses(cfg.eval, run_dir, force=True).run(module, datamodule, device)
-    report = evaluate_cached(run_dir, cfg.eval)
-    return report.metrics, {**artifacts, **report.artifacts}, report.details
+    progress = EvalProgress(show=bool(cfg.trainer.get("enable_progress_bar", True)))
+    passes = EvalPasses(cfg.eval, run_dir, force=True)
+    artifacts = passes.run(module, datamodule, device, progress)
+    report = evaluate_cached(run_dir, cfg.eval, progress)
+    metrics = {**report.metrics, **progress.metrics()}
+    return metrics, {**artifacts, **report.artifacts}, report.details
 
 
 def run_pictures(run_dir: Path) -> dict[str, Path]:

@@ -104,14 +104,17 @@ def evaluate_ood(
     heads: list | None = None,
     model_scores: dict[str, dict[str, Any]] | None = None,
     head_unavailable: str = "the eval cache holds no classifier head",
+    bar=None,
 ) -> OODResult:
     """Every configured detector on every OOD set, with the group means.
 
     ``heads`` are the members' classifiers (``LinearHead``), empty or ``None`` when
     the model's head cannot be read as one (``head_unavailable`` says why);
     ``model_scores`` are the cached scores of the ``needs_model`` detectors, by name.
+    ``bar`` (a progress bar) advances by one per detector.
     """
     from sweeplab.evaluation.detectors import DETECTORS
+    from sweeplab.evaluation.progress import advancing
 
     result = OODResult()
     if not sets:
@@ -130,7 +133,7 @@ def evaluate_ood(
     model_scores = model_scores or {}
 
     result.scores["id"] = {}
-    for name in detectors:
+    for name in advancing(detectors, bar):
         cls = DETECTORS[name]
         reason = cls.unsupported(id_test.num_members)
         if not reason and cls.needs_head and not heads:

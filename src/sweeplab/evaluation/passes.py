@@ -33,6 +33,7 @@ from sweeplab.evaluation.cache import (
     save_tensors,
 )
 from sweeplab.evaluation.ood import fixed_hyperparameters
+from sweeplab.evaluation.progress import EvalProgress, counted, sample_count
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,30 @@ def image_batches(images: Tensor, batch_size: int) -> Iterator[tuple[Tensor, Ten
     """``(images, -1 labels)`` batches of an unlabeled set, in order."""
     for chunk in torch.split(images, batch_size):
         yield chunk, torch.full((chunk.shape[0],), -1, dtype=torch.long)
+
+
+def shift_subsample(num_samples: int, max_samples: int | None, seed: int) -> Tensor | None:
+    """The test indices the shift pass corrupts: ``max_samples`` of ``num_samples`` drawn
+    with ``seed``, sorted; ``None`` (every sample) when ``max_samples`` is ``None`` or
+    covers the split. The same samples serve every corruption and severity, so that
+    their accuracies differ by the corruption alone."""
+    if max_samples is None or num_samples <= int(max_samples):
+        return None
+    generator = torch.Generator().manual_seed(int(seed))
+    return torch.randperm(num_samples, generator=generator)[: int(max_samples)].sort().values
+
+
+def gather_rows(batches, indices: Tensor) -> tuple[Tensor, Tensor]:
+    """The samples at sorted ``indices`` of a split, read in one pass over its batches."""
+    images, labels, start = [], [], 0
+    for x, y in batches:
+        end = start + len(y)
+        local = indices[(indices >= start) & (indices < end)] - start
+        if len(local):
+            images.append(x[local])
+            labels.append(y[local])
+        start = end
+    return torch.cat(images), torch.cat(labels)
 
 
 def corrupted_batches(
@@ -168,6 +193,7 @@ class EvalPasses:
             else {}
         )
         self._corrupt: set[str] = set()
+        self.progress = EvalProgress(show=False)
 
     # -- what is missing -------------------------------------------------------------
 
@@ -265,9 +291,19 @@ class EvalPasses:
             self.module.predict_eval, batches, self._preprocess, self.device, keep_features
         )
 
-    def run(self, module, datamodule, device: torch.device | str = "cpu") -> dict[str, str]:
-        """Compute what :meth:`missing` lists; returns the artifacts written."""
+    def run(
+        self,
+        module,
+        datamodule,
+        device: torch.device | str = "cpu",
+        progress: EvalProgress | None = None,
+    ) -> dict[str, str]:
+        """Compute what :meth:`missing` lists; returns the artifacts written.
+
+        ``progress`` shows each pass as a bar and times it (by default, silently).
+        """
         self.module, self.datamodule, self.device = module, datamodule, torch.device(device)
+        self.progress = progress or EvalProgress(show=False)
         needed = self.missing()
         module.to(self.device).eval()
         artifacts: dict[str, str] = {}
@@ -291,7 +327,10 @@ class EvalPasses:
         return artifacts
 
     def _split(self, split: str) -> dict[str, str]:
-        outputs = self._collect(self.datamodule.loader(split))
+        loader = self.datamodule.loader(split)
+        phase = "train_features" if split == "train" else split
+        with self.progress.phase(phase, sample_count(loader)) as bar:
+            outputs = self._collect(counted(loader, bar))
         if (
             split == "train"
             and self.fit_limit is not None
@@ -315,40 +354,74 @@ class EvalPasses:
             raise ValueError(f"eval.ood.sets.{name} could not be created: {exc}") from exc
         expected = self.set_fingerprints[name]
         images_by_cache: dict[str, Tensor] = {}
-        for split in ("val", "test"):
-            cache = ood_cache_name(name, split)
-            images = ood_set.load(self.datamodule, split)
-            if images is None:
+        with self.progress.phase(f"ood_{name}") as bar:
+            for split in ("val", "test"):
+                cache = ood_cache_name(name, split)
+                bar.set_postfix_str(f"loading {split}")
+                images = ood_set.load(self.datamodule, split)
+                if images is None:
+                    if write:
+                        cache_file(self.run_dir, cache).unlink(missing_ok=True)
+                    continue
+                images_by_cache[cache] = images
                 if write:
-                    cache_file(self.run_dir, cache).unlink(missing_ok=True)
-                continue
-            images_by_cache[cache] = images
-            if write:
-                outputs = self._collect(image_batches(images, self.datamodule.eval_batch_size))
-                artifacts[f"{CACHE_DIR}/{cache}"] = str(
-                    save_outputs(outputs, self.run_dir, cache, expected)
-                )
+                    bar.total = (bar.total or 0) + len(images)
+                    bar.set_postfix_str(split)
+                    batches = image_batches(images, self.datamodule.eval_batch_size)
+                    outputs = self._collect(counted(batches, bar))
+                    artifacts[f"{CACHE_DIR}/{cache}"] = str(
+                        save_outputs(outputs, self.run_dir, cache, expected)
+                    )
         return images_by_cache
+
+    def _shift_loader(self):
+        """The test samples the shift pass corrupts (``eval.shift.max_samples`` of them,
+        see :func:`shift_subsample`), their indices in the test split (``None``: all) and
+        the split's size."""
+        from sweeplab.data.loaders import EpochBatchPlan, TensorBatchLoader
+
+        shift = self.eval_cfg.shift
+        loader = self.datamodule.loader("test")
+        total = sample_count(loader)
+        if total is None:
+            total = sum(len(y) for _, y in loader)
+        indices = shift_subsample(total, shift.get("max_samples"), int(shift.seed))
+        if indices is None:
+            return loader, None, total
+        images, labels = gather_rows(loader, indices)
+        plan = EpochBatchPlan(
+            len(labels), self.datamodule.eval_batch_size, shuffle=False, drop_last=False
+        )
+        return TensorBatchLoader(images, labels, plan), indices, total
 
     def _shift(self) -> dict[str, str]:
         shift = self.eval_cfg.shift
-        loader = self.datamodule.loader("test")
+        loader, indices, total = self._shift_loader()
+        samples = total if indices is None else len(indices)
+        cells = [
+            (str(name), int(severity))
+            for name in shift.corruptions
+            for severity in shift.severities
+        ]
         logits: dict[str, Tensor] = {}
         labels = None
-        for name in shift.corruptions:
-            for severity in shift.severities:
-                outputs = self._collect(
-                    corrupted_batches(
-                        loader, str(name), int(severity), int(shift.seed), self.device
-                    ),
-                    keep_features=False,
-                )
-                logits[f"{name}/{int(severity)}"] = outputs.member_logits
+        with self.progress.phase("shift", len(cells) * samples) as bar:
+            for name, severity in cells:
+                bar.set_postfix_str(f"{name} {severity}")
+                batches = corrupted_batches(loader, name, severity, int(shift.seed), self.device)
+                outputs = self._collect(counted(batches, bar), keep_features=False)
+                logits[f"{name}/{severity}"] = outputs.member_logits
                 labels = outputs.labels
         path = save_tensors(
             self.run_dir,
             SHIFT_CACHE,
-            {"logits": logits, "labels": labels, "fingerprint": shift_fingerprint(self.eval_cfg)},
+            {
+                "logits": logits,
+                "labels": labels,
+                "indices": indices,
+                "test_samples": total,
+                "fingerprint": shift_fingerprint(self.eval_cfg),
+            },
         )
         return {f"{CACHE_DIR}/{SHIFT_CACHE}": str(path)}
 
@@ -365,27 +438,41 @@ class EvalPasses:
                 return self.datamodule.loader(cache)
             return image_batches(ood_images[cache], batch_size)
 
-        def grid_scores(settings: list[dict[str, Any]], cache: str) -> list[Tensor]:
-            return DETECTORS[detector].score_inputs_grid(
-                self._member_logits, batches(cache), self._preprocess, settings, self.device
-            )
+        def size(cache: str) -> int:
+            if cache in ("val", "test"):
+                return sample_count(self.datamodule.loader(cache)) or 0
+            return len(ood_images[cache])
 
         candidates = [
             build_detector(detector, **params).hyperparameters
             for params in hyperparameter_candidates(self.eval_cfg, detector)
         ]
         val_ood = [cache for cache in ood_images if cache.endswith("/val")]
-        params = candidates[0]
-        if len(candidates) > 1 and val_ood:
-            val_in = grid_scores(candidates, "val")
-            val_out = [grid_scores(candidates, cache) for cache in val_ood]
-            by_setting = {
-                id(setting): (val_in[i], torch.cat([scores[i] for scores in val_out]))
-                for i, setting in enumerate(candidates)
-            }
-            params, _ = select_on_val(candidates, lambda p: by_setting[id(p)])
         tests = ["test", *[cache for cache in ood_images if cache.endswith("/test")]]
-        scores = {cache: grid_scores([params], cache)[0] for cache in tests}
+        grid = len(candidates) > 1 and bool(val_ood)
+        scored = tests + (["val", *val_ood] if grid else [])
+        with self.progress.phase(detector, sum(size(cache) for cache in scored)) as bar:
+
+            def grid_scores(settings: list[dict[str, Any]], cache: str) -> list[Tensor]:
+                bar.set_postfix_str(f"{cache}, {len(settings)} setting(s)")
+                return DETECTORS[detector].score_inputs_grid(
+                    self._member_logits,
+                    counted(batches(cache), bar),
+                    self._preprocess,
+                    settings,
+                    self.device,
+                )
+
+            params = candidates[0]
+            if grid:
+                val_in = grid_scores(candidates, "val")
+                val_out = [grid_scores(candidates, cache) for cache in val_ood]
+                by_setting = {
+                    id(setting): (val_in[i], torch.cat([scores[i] for scores in val_out]))
+                    for i, setting in enumerate(candidates)
+                }
+                params, _ = select_on_val(candidates, lambda p: by_setting[id(p)])
+            scores = {cache: grid_scores([params], cache)[0] for cache in tests}
         cache = model_scores_cache(detector)
         path = save_tensors(
             self.run_dir,

@@ -29,6 +29,7 @@ from sweeplab.evaluation.passes import (
     ood_cache_name,
     ood_set_configs,
 )
+from sweeplab.evaluation.progress import PERF_PREFIX, EvalProgress, advancing
 from sweeplab.evaluation.source_ensemble import source_ensemble_metrics
 from sweeplab.files import atomic_write_text
 from sweeplab.metrics.classification import (
@@ -49,9 +50,10 @@ class EvalReport:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-# Prefixes of evaluation metrics: OOD detection, dataset shift, and the ``ens/`` and
-# ``nas/`` metrics that regimes with several members are evaluated on.
-EVAL_PREFIXES = ("ood/", "shift/", "ens/", "nas/")
+# Prefixes of evaluation metrics: OOD detection, dataset shift, the ``ens/`` and
+# ``nas/`` metrics that regimes with several members are evaluated on, and the times
+# of the evaluation's phases.
+EVAL_PREFIXES = ("ood/", "shift/", "ens/", "nas/", PERF_PREFIX)
 # The family each per-member metric goes under, as the ensemble's own does.
 MEMBER_FAMILIES = {"acc": "cls", "nll": "cls", "brier": "cls", "ece": "cal", "conf_gap": "cal"}
 
@@ -113,23 +115,35 @@ def load_heads(run_dir: Path) -> tuple[list, str]:
     return heads, "" if heads else str(data.get("unavailable") or "head.pt holds no heads")
 
 
-def evaluate_cached(run_dir: Path, eval_cfg: DictConfig) -> EvalReport:
-    """All metrics (and plots, if ``eval.plots``) from ``run_dir/eval_cache``."""
+def evaluate_cached(
+    run_dir: Path, eval_cfg: DictConfig, progress: EvalProgress | None = None
+) -> EvalReport:
+    """All metrics (and plots, if ``eval.plots``) from ``run_dir/eval_cache``.
+
+    ``progress`` shows and times the phases (calibration, members, detectors, shift).
+    """
     run_dir = Path(run_dir)
+    progress = progress or EvalProgress(show=False)
     report = EvalReport()
+    plots = bool(eval_cfg.get("plots", True))
     val, test = load_outputs(run_dir, "val"), load_outputs(run_dir, "test")
     for split, outputs in (("val", val), ("test", test)):
         report.metrics.update(classification_metrics(outputs.member_logits, outputs.labels, split))
-    plots = bool(eval_cfg.get("plots", True))
-    _calibration(report, val, test, eval_cfg, run_dir, plots)
+    calibrators = list(eval_cfg.calibration.get("calibrators") or [])
+    with progress.phase("calibration", len(calibrators), unit="calibrator") as bar:
+        _calibration(report, val, test, eval_cfg, run_dir, plots, bar)
     if test.num_members > 1:
-        _members(report, val, test, eval_cfg)
-    if ood_set_configs(eval_cfg) and eval_cfg.ood.get("detectors"):
-        _ood(report, val, test, eval_cfg, run_dir, plots)
+        with progress.phase("members", unit="step"):
+            _members(report, val, test, eval_cfg)
+            if plots:
+                _members_plot(report, run_dir)
+    detectors = eval_cfg.ood.get("detectors") or []
+    if ood_set_configs(eval_cfg) and detectors:
+        with progress.phase("detectors", len(detectors), unit="detector") as bar:
+            _ood(report, val, test, eval_cfg, run_dir, plots, bar)
     if eval_cfg.get("shift") and eval_cfg.shift.get("corruptions"):
-        _shift(report, eval_cfg, run_dir)
-    if plots and test.num_members > 1:
-        _members_plot(report, run_dir)
+        with progress.phase("shift_metrics", unit="step"):
+            _shift(report, eval_cfg, run_dir)
     n_bins = int(eval_cfg.calibration.get("n_bins", 15))
     report.metrics.update(source_ensemble_metrics(run_dir, test.labels, n_bins))
     return report
@@ -167,7 +181,7 @@ def _members_plot(report, run_dir: Path) -> None:
     report.artifacts[f"{PLOTS_DIR}/ensemble_members"] = str(relative)
 
 
-def _calibration(report, val, test, eval_cfg, run_dir: Path, plots: bool) -> None:
+def _calibration(report, val, test, eval_cfg, run_dir: Path, plots: bool, bar=None) -> None:
     from sweeplab.evaluation.calibrators import CALIBRATORS, MemberwiseTemperatureScaling
     from sweeplab.metrics.calibration import (
         calibration_metrics,
@@ -186,7 +200,7 @@ def _calibration(report, val, test, eval_cfg, run_dir: Path, plots: bool) -> Non
         report.metrics[f"{split}/cal/conf_gap"] = confidence_gap(log_probs.exp(), labels)
     bins = {"before": reliability_bins(test_log_probs.exp(), test.labels, n_bins)}
     calibration: dict[str, Any] = {"fit_split": "val", "n_bins": n_bins}
-    for name in eval_cfg.calibration.get("calibrators") or []:
+    for name in advancing(eval_cfg.calibration.get("calibrators") or [], bar):
         name = str(name)
         if name not in CALIBRATORS:
             raise ValueError(
@@ -237,7 +251,7 @@ def _calibrated(report, bins, log_probs, labels, suffix: str, n_bins: int) -> No
     bins[f"after{suffix}"] = reliability_bins(log_probs.exp(), labels, n_bins)
 
 
-def _ood(report, val, test, eval_cfg, run_dir: Path, plots: bool) -> None:
+def _ood(report, val, test, eval_cfg, run_dir: Path, plots: bool, bar=None) -> None:
     from sweeplab.evaluation.cache import cache_file
     from sweeplab.evaluation.detectors import DETECTORS
     from sweeplab.metrics.ood import OOD_CONVENTION
@@ -267,6 +281,7 @@ def _ood(report, val, test, eval_cfg, run_dir: Path, plots: bool) -> None:
         heads=heads,
         model_scores=model_scores,
         head_unavailable=head_unavailable,
+        bar=bar,
     )
     report.metrics.update(result.metrics)
     report.details["ood"] = {
@@ -318,6 +333,11 @@ def _shift(report, eval_cfg, run_dir: Path) -> None:
     n_bins = int(eval_cfg.calibration.get("n_bins", 15))
     data = load_tensors(run_dir, SHIFT_CACHE)
     labels = data["labels"]
+    report.details["shift"] = {
+        "samples": len(labels),
+        "test_samples": int(data.get("test_samples") or len(labels)),
+        "seed": int(eval_cfg.shift.get("seed", 0)),
+    }
     by_name: dict[str, list[dict[str, float]]] = {}
     for key, member_logits in data["logits"].items():
         name, severity = key.split("/")

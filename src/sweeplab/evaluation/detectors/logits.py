@@ -186,23 +186,32 @@ def score_odin_grid(
 
     ``logits_fn`` returns logits ``[B, C]`` or member logits ``[B, M, C]``; the
     confidence, and the log-confidence the step climbs, is then the mean member
-    probability (:func:`odin_log_probs`), never a softmax of mean logits. Per batch, the unperturbed logits serve every ε = 0 setting, the input gradient is
-    taken once per temperature, and each ε > 0 costs one more forward pass, so
-    choosing (T, ε) on a grid costs a few passes, not a few per grid point.
+    probability (:func:`odin_log_probs`), never a softmax of mean logits. Per batch, the
+    unperturbed logits serve every ε = 0 setting, the input gradient is taken once per
+    temperature, and each ε > 0 costs one more forward pass, so choosing (T, ε) on a grid
+    costs a few passes, not a few per grid point. The unperturbed logits come from the
+    gradient's own forward pass when there is one, so a single ε > 0 setting (the paper's
+    defaults) costs one gradient and one perturbed pass.
     """
     scores: list[list[Tensor]] = [[] for _ in settings]
     temperatures = sorted({float(s["temperature"]) for s in settings})
+    needs_clean = any(float(s["epsilon"]) == 0 for s in settings)
     for x, _ in batches:
         inputs = preprocess(x.to(device, non_blocking=True)).detach()
-        with torch.no_grad():
-            clean_logits = logits_fn(inputs)
+        clean_logits = None
         gradients = {}
         for temperature in temperatures:
             if any(float(s["temperature"]) == temperature and s["epsilon"] > 0 for s in settings):
                 leaf = inputs.clone().requires_grad_(True)
                 with torch.enable_grad():
-                    top = odin_log_probs(logits_fn(leaf), temperature).max(dim=1).values
+                    logits = logits_fn(leaf)
+                    top = odin_log_probs(logits, temperature).max(dim=1).values
                     (gradients[temperature],) = torch.autograd.grad(top.sum(), leaf)
+                if clean_logits is None:
+                    clean_logits = logits.detach()
+        if needs_clean and clean_logits is None:
+            with torch.no_grad():
+                clean_logits = logits_fn(inputs)
         for index, setting in enumerate(settings):
             temperature, epsilon = float(setting["temperature"]), float(setting["epsilon"])
             if epsilon > 0:
