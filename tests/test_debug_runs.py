@@ -55,6 +55,10 @@ def test_a_debug_run_is_listed_only_when_asked(store, capsys) -> None:
     rows = [line.split()[0] for line in out.splitlines()[2:] if line.strip()][:1]
     assert rows == ["aaaaaaaaaaaa"]
     assert "1 debug run matches too, not listed (--include-debug lists them)." in out
+    assert runs_cli.main(["--runs-dir", str(store), "trainer.fast_dev_run=true"]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "1 debug run matches, not listed (--include-debug lists them)."
+    )
     assert runs_cli.main(["--runs-dir", str(store), "--include-debug"]) == 0
     out = capsys.readouterr().out
     assert "debug run" in out and "not listed" not in out

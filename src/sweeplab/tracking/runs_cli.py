@@ -458,8 +458,9 @@ def main(argv: list[str] | None = None) -> int:
         print(summary(listed, len(entries), runs_dir), file=sys.stderr)
     if hidden:
         runs = "run matches" if len(hidden) == 1 else "runs match"
+        too = " too" if listed else ""
         print(
-            f"{len(hidden)} debug {runs} too, not listed (--include-debug lists them).",
+            f"{len(hidden)} debug {runs}{too}, not listed (--include-debug lists them).",
             file=sys.stdout if args.format == "table" else sys.stderr,
         )
     return 0
