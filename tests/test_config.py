@@ -53,11 +53,11 @@ def test_data_options_instantiate(option, tmp_path):
 
 @pytest.mark.parametrize("option", options("backbone"))
 def test_backbone_options_instantiate(option):
-    cfg = compose_config([f"backbone={option}"])
-    backbone = instantiate(cfg.backbone, num_classes=10, in_chans=1, image_size=8)
+    cfg = compose_config(backbone_overrides(option))
+    model = instantiate(cfg.backbone, num_classes=10, in_chans=1, image_size=8)
     x = torch.randn(2, 1, 8, 8)
-    assert backbone(x).shape == (2, 10)
-    assert backbone.features(x).shape == (2, backbone.num_features)
+    assert model(x).shape == (2, 10)
+    assert model.features(x).shape == (2, model.num_features)
 
 
 @pytest.mark.parametrize("option", options("augment"))
@@ -184,19 +184,33 @@ def test_configs_ship_inside_the_wheel(tmp_path):
     assert Path(found) == (tmp_path / "site" / "sweeplab" / "conf").resolve()
 
 
+# A subnet has no default architecture.
+BACKBONE_REQUIRED = {"subnet": ["backbone.arch=d1w1k3-d2w0.5k5-d1w0.75k3"]}
+
+
+def backbone_overrides(option: str) -> list[str]:
+    """The overrides that choose backbone ``option``, with the values it needs."""
+    return [f"backbone={option}", *BACKBONE_REQUIRED.get(option, [])]
+
+
 # Regimes built from finished runs need a store; tests/test_ensembles.py, test_distill.py
 # and test_merge.py cover them.
 FROM_RUNS = ("ensemble_from_runs", "distill", "merge")
 TRAINED_REGIMES = [o for o in options("regime") if o not in FROM_RUNS]
 
 
-@pytest.mark.parametrize("backbone", options("backbone"))
+@pytest.mark.parametrize("option", options("backbone"))
 @pytest.mark.parametrize("regime", TRAINED_REGIMES)
-def test_every_regime_builds_on_every_backbone(regime, backbone):
+def test_every_regime_builds_on_every_backbone(regime, option):
     from sweeplab.assembly import ModelInput, build_regime
 
-    cfg = compose_config([f"regime={regime}", f"backbone={backbone}"])
-    module = build_regime(cfg, ModelInput(channels=1, height=8, width=8, num_classes=10)).eval()
+    cfg = compose_config([f"regime={regime}", *backbone_overrides(option)])
+    model_input = ModelInput(channels=1, height=8, width=8, num_classes=10)
+    if regime == "supernet" and option != "supernet":
+        with pytest.raises(Exception, match=f"but backbone={cfg.backbone.name} is a"):
+            build_regime(cfg, model_input)
+        return
+    module = build_regime(cfg, model_input).eval()
     images = torch.randn(2, 1, 8, 8)
     if regime == "snapshot":  # its members are the weights at the ends of training cycles
         with pytest.raises(RuntimeError, match=r"0 of regime\.cycles=3 snapshots"):
@@ -206,7 +220,7 @@ def test_every_regime_builds_on_every_backbone(regime, backbone):
         logits, features = module.predict_eval(images)
     members = logits.shape[1]
     assert logits.shape == (2, members, 10) and features.shape[:2] == (2, members)
-    assert (members == 1) == (regime == "erm")
+    assert (members == 1) == (regime in ("erm", "supernet"))
     assert len(module.member_heads()) == members
 
 
@@ -215,7 +229,8 @@ def test_every_regime_builds_on_every_backbone(regime, backbone):
 def test_every_regime_trains_a_step_with_every_mixer(regime, augment):
     from sweeplab.assembly import ModelInput, build_regime
 
-    cfg = compose_config([f"regime={regime}", f"augment={augment}", "backbone.widths=[4,8]"])
+    nets = ["backbone=supernet", "backbone.stem_width=4"] if regime == "supernet" else []
+    cfg = compose_config([f"regime={regime}", f"augment={augment}", *nets, "backbone.widths=[4,8]"])
     module = build_regime(cfg, ModelInput(channels=1, height=8, width=8, num_classes=10))
     if hasattr(module, "shared_batches"):
         module.shared_batches = True  # outside a trainer there is no data module to draw from

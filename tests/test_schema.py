@@ -14,11 +14,13 @@ from tests.conftest import compose_config
 
 CONF = config_dir()
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-# Values a regime needs that have no default (the runs it is made from).
-SOURCES = {
-    "ensemble_from_runs": "regime.runs=abc123",
-    "distill": "regime.teacher=abc123",
-    "merge": "regime.runs=abc123",
+# Values an option needs that have no default (the runs it is made from, a subnet's
+# architecture).
+REQUIRED = {
+    "regime=ensemble_from_runs": "regime.runs=abc123",
+    "regime=distill": "regime.teacher=abc123",
+    "regime=merge": "regime.runs=abc123",
+    "backbone=subnet": "backbone.arch=d1w1k3-d2w0.5k5-d1w0.75k3",
 }
 
 
@@ -27,8 +29,8 @@ def _option_overrides() -> list[list[str]]:
     cases = []
     for group in ("data", "backbone", "augment", "regime", "trainer", "logger", "callbacks"):
         for option in sorted((CONF / group).glob("*.yaml")):
-            extra = [SOURCES[option.stem]] if group == "regime" and option.stem in SOURCES else []
-            cases.append([f"{group}={option.stem}", *extra])
+            choice = f"{group}={option.stem}"
+            cases.append([choice, *([REQUIRED[choice]] if choice in REQUIRED else [])])
     for nested in ("optimizer", "scheduler"):
         for option in sorted((CONF / "regime" / nested).glob("*.yaml")):
             cases.append([f"regime/{nested}={option.stem}"])

@@ -32,12 +32,16 @@ from sweeplab.data import checks as data_checks
 from sweeplab.data.benchmarks import SOURCES as DATA_SOURCES
 from sweeplab.data.ood_sets import GROUPS as OOD_GROUPS
 from sweeplab.evaluation.passes import FIT_SPLITS
+from sweeplab.models import search_space as space
 from sweeplab.models.implicit_ensembles import FAST_INITS
+from sweeplab.models.subnet_scoring import BN_POLICIES as NAS_BN_POLICIES
 from sweeplab.regimes.distill import TEACHER_INPUTS
 from sweeplab.regimes.init_from import HEAD_CHOICES
 from sweeplab.regimes.mc_dropout import PLACEMENTS
 from sweeplab.regimes.merge import BN_POLICIES, DARE_WITH, FISHER_TARGETS
 from sweeplab.regimes.merge import METHODS as MERGE_METHODS
+from sweeplab.regimes.supernet import INPLACE_KD
+from sweeplab.regimes.supernet import SAMPLERS as NAS_SAMPLERS
 from sweeplab.tracking.layout import CHECKPOINTS
 from sweeplab.tracking.run_lock import ON_RUNNING
 
@@ -288,6 +292,11 @@ BACKBONE_RULES: dict[str, Rule] = {
     "backbone.zero_init_residual": boolean,
     "backbone.pretrained": boolean,
     "backbone.model_kwargs": whole(optional(checks.mapping)),
+    "backbone.stem_width": positive_int,
+    "backbone.depths": space.depth_choices,
+    "backbone.width_mults": space.width_choices,
+    "backbone.kernels": space.kernel_choices,
+    "backbone.arch": space.arch_text,
 }
 
 DATA_RULES: dict[str, Rule] = {
@@ -360,6 +369,16 @@ REGIME_RULES: dict[str, Rule] = {
     "regime.bn_samples": positive_int,
     "regime.alphas": list_of(checks.probability, "numbers in [0, 1]"),
     "regime.ensemble_baseline": boolean,
+    "regime.sampler": choice(*NAS_SAMPLERS),
+    "regime.num_random": non_negative_int,
+    "regime.inplace_kd": choice(*INPLACE_KD),
+    "regime.alpha_min": real,
+    "regime.alpha_max": real,
+    "regime.ratio_clip": positive,
+    "regime.bn_policy": choice(*NAS_BN_POLICIES),
+    "regime.bn_calibration_images": positive_int,
+    "regime.full_epochs": non_negative_int,
+    "regime.sort_channels": boolean,
     "regime.optimizer.lr": positive,
     "regime.optimizer.momentum": checks.fraction_below_one,
     "regime.optimizer.weight_decay": non_negative,

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sweeplab.augment.base import Mixer
+from sweeplab.models.batchnorm import batchnorm_layers, recompute_batchnorm
 from sweeplab.regimes import interpolation as interp
 from sweeplab.regimes import merge_methods as mm
 from sweeplab.regimes.base import BackboneFactory, Regime
@@ -64,37 +65,6 @@ VAL_ACC = "val/cls/acc"
 def check_choice(key: str, value: Any, allowed: Sequence[str]) -> None:
     if value not in allowed:
         raise ValueError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
-
-
-def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [
-        m
-        for m in model.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-    ]
-
-
-@torch.no_grad()
-def recompute_batchnorm(model: nn.Module, images: Tensor, batch_size: int) -> int:
-    """Replace every BatchNorm's running statistics by those of ``images`` (the
-    cumulative average over batches, momentum ``None``); returns how many layers."""
-    layers = batchnorm_layers(model)
-    if not layers:
-        return 0
-    model.eval()
-    momenta = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.reset_running_stats()
-        layer.momentum = None
-        layer.train()
-    try:
-        for chunk in images.split(batch_size):
-            model(chunk)
-    finally:
-        for layer, momentum in zip(layers, momenta, strict=True):
-            layer.momentum = momentum
-        model.eval()
-    return len(layers)
 
 
 def diagonal_fisher(
