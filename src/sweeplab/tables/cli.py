@@ -63,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=FORMATS, default="md", help="output (default: md)")
     parser.add_argument("--launch", action="store_true", help="train the missing runs first")
     parser.add_argument(
-        "--dry-run", action="store_true", help="list the missing runs and the commands, run nothing"
+        "--dry-run",
+        action="store_true",
+        help="list the missing runs, the sweep command and its jobs; run nothing",
     )
     parser.add_argument(
         "--launcher", choices=LAUNCHERS, default=None, help="Hydra launcher for --launch"
