@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,27 @@ def test_ddp_jobs_inside_a_sweep_give_one_record_each(tmp_path):
     assert again.returncode == 0
     assert "2 already complete (skipped)" in again.stdout
     assert len(records(tmp_path)) == 2
+
+
+def test_train_prints_its_results_on_stdout_and_its_progress_on_stderr(tmp_path):
+    small_eval = [
+        "eval.ood.detectors=[msp]",
+        "eval.shift.corruptions=[contrast]",
+        "eval.shift.severities=[1]",
+        "eval.calibration.calibrators=[ts]",
+        "eval.plots=false",
+    ]
+    args = ["train", "trainer.max_epochs=1", *small_eval, f"paths.root_dir={tmp_path}"]
+    result = run_cli(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    record = records(tmp_path)[0]
+    took = r"(\d+ min )?[\d.]+ s"
+    header = re.compile(rf"^run {record['run_id']} complete in {took} \(evaluation {took}\): ")
+    assert header.match(result.stdout), result.stdout
+    assert re.search(r"^  test/cls/acc\s+[\d.]+$", result.stdout, re.MULTILINE), result.stdout
+    for progress in ("Epoch", "it/s", "eval test", "sweeplab: "):
+        assert progress not in result.stdout, progress
+    for step in ("composing the config", "loading data: digits", "building the model: small_cnn"):
+        assert f"sweeplab: {step}" in result.stderr, step
+    assert "loss=" in result.stderr and "val_acc=" in result.stderr
+    assert "eval test:" in result.stderr and "eval shift:" in result.stderr

@@ -11,7 +11,7 @@ the runner stores it in the record so a run can be rebuilt without its data.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,15 +129,19 @@ def build_regime(cfg: DictConfig, model_input: ModelInput):
     return regime
 
 
-def build_components(cfg: DictConfig):
+def build_components(cfg: DictConfig, announce: Callable[[str], None] | None = None):
     """The data (set up) and the regime around its backbone factory and mixer, ready to run.
 
     This is the runner's path, not the run loader's: here the regime starts from
     ``init_from``'s weights and does its data-dependent preparation
     (:meth:`~sweeplab.regimes.base.Regime.prepare`); a reloaded run gets both from its
-    checkpoint instead.
+    checkpoint instead. ``announce`` is told each step as it starts (the runner's status
+    lines).
     """
+    announce = announce or (lambda message: None)
+    announce(f"loading data: {cfg.data.name}")
     datamodule = setup_data(cfg)
+    announce(f"building the model: {cfg.backbone.get('name')}, regime {cfg.regime.get('name')}")
     regime = build_regime(cfg, ModelInput.of(datamodule))
     if cfg.get("init_from") is not None:
         _init_from(cfg, regime)

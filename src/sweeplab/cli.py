@@ -39,6 +39,10 @@ paths.runs_dir=…), else {RUNS_DIR_RULE}.
 
 
 def _train(args: list[str]) -> int:
+    from sweeplab.console import status
+
+    if not any(arg.startswith("--") or arg == "-h" for arg in args):  # --help, --cfg, --info
+        status("composing the config")
     from sweeplab import train
     from sweeplab.tracking import sweeps
 

@@ -29,6 +29,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sweeplab.configs import config_dir
+from sweeplab.console import duration, status
+from sweeplab.console import is_rank_zero as _is_rank_zero
 from sweeplab.files import atomic_write_text
 from sweeplab.tracking.identity import compute_run_id, register_resolvers
 from sweeplab.tracking.layout import (
@@ -203,14 +205,6 @@ def _interrupting_signal(exc: BaseException, received: list[int]) -> int | None:
     return None
 
 
-def _is_rank_zero() -> bool:
-    """Rank from the launcher's environment, as Lightning reads it, without importing torch."""
-    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
-        if key in os.environ:
-            return int(os.environ[key]) == 0
-    return True
-
-
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:
     keys = [key for key in cfg if key != "hydra"]
     return OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
@@ -307,6 +301,7 @@ def _checkpoint_epoch(path: Path) -> int:
 
 def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, record: dict | None) -> dict | None:
     """Train and evaluate. Returns the metrics on rank 0, ``None`` on other ranks."""
+    status("loading torch and Lightning")
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
@@ -318,7 +313,7 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, record: dict | None) -> di
     _quiet_third_party_noise()
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
-    datamodule, module = build_components(cfg)
+    datamodule, module = build_components(cfg, announce=status)
     if record is not None:
         record[MODEL_INPUT_KEY] = ModelInput.of(datamodule).to_record()
 
@@ -333,6 +328,7 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, record: dict | None) -> di
             callbacks.append(instantiate(callback_cfg, **extra))
         except Exception as exc:
             raise ValueError(f"callbacks.{key} could not be created: {exc}") from exc
+    callbacks += _progress_bar(cfg, callbacks)
 
     # Only rank 0 holds the record; loggers on other ranks never start a W&B run.
     wandb_id = (record or {}).get("logger_ids", {}).get("wandb")
@@ -342,6 +338,20 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, record: dict | None) -> di
     except BaseException:
         close_loggers(loggers, failed=True)  # never leave a W&B run open for the next job
         raise
+
+
+def _progress_bar(cfg: DictConfig, callbacks: list) -> list:
+    """The training bar (running loss, last val accuracy), unless the trainer shows none
+    or a configured callback is a bar already."""
+    from pytorch_lightning.callbacks import ProgressBar
+
+    from sweeplab.tracking.progress_bar import TrainProgressBar
+
+    if not cfg.trainer.get("enable_progress_bar", True):
+        return []
+    if any(isinstance(callback, ProgressBar) for callback in callbacks):
+        return []
+    return [TrainProgressBar()]
 
 
 def _train_and_evaluate(
@@ -371,6 +381,9 @@ def _train_and_evaluate(
 
     last = ckpt_dir / LAST_CKPT
     if module.trains:
+        status(
+            f"training: {cfg.trainer.get('max_epochs')} epoch(s) on {trainer.strategy.root_device}"
+        )
         _fit(trainer, module, datamodule, last, loggers, record)
     else:
         log.info("regime %s does not train: evaluating it as built", module.regime_name)
@@ -388,6 +401,7 @@ def _train_and_evaluate(
     # Lightning moves the model back to the CPU at teardown; evaluate where it trained.
     device = trainer.strategy.root_device
     module.to(device).eval()
+    status("evaluating (eval=full for the full protocol)")
     metrics, artifacts, details = _evaluate(cfg, module, datamodule, device, run_dir)
     plots_dir = run_dir / PLOTS_DIR if cfg.eval.get("plots", True) else None
     own_metrics, own_files = module.write_outputs(run_dir, plots_dir)
@@ -659,6 +673,7 @@ def _attempt(
     rank_zero = _is_rank_zero()
     started = time.time()
     record = None
+    status(f"run {run_id}: {run_dir}")
     with _interruptible() as received:
         try:
             if rank_zero:
@@ -694,8 +709,26 @@ def _attempt(
     )
     write_record(run_dir, record)
     summary = ", ".join(f"{k}={metrics[k]:.4f}" for k in SUMMARY_METRICS if k in metrics)
-    log.info("run complete: %s  %s", run_dir, summary)
+    log.info("run complete: %s  (%s)  %s", run_dir, duration(record["duration_s"]), summary)
     return Outcome(run_dir, "complete", record=record)
+
+
+def results(outcome: Outcome) -> str:
+    """What a single run prints on stdout: its directory, its duration (this attempt's
+    evaluation beside it) and the summary metrics, one per line."""
+    record = outcome.record
+    metrics = record.get("metrics") or {}
+    spent = [duration(record.get("duration_s") or 0)]
+    if "perf/eval/total_s" in metrics:
+        spent.append(f"evaluation {duration(metrics['perf/eval/total_s'])}")
+    if outcome.status == "skipped":
+        state = f"already complete (it took {', '.join(spent)})"
+    else:
+        state = f"complete in {spent[0]}" + "".join(f" ({part})" for part in spent[1:])
+    lines = [f"run {record.get('run_id')} {state}: {outcome.run_dir}"]
+    width = max(len(key) for key in SUMMARY_METRICS)
+    lines += [f"  {k:<{width}}  {metrics[k]:.4f}" for k in SUMMARY_METRICS if k in metrics]
+    return "\n".join(lines)
 
 
 def _spawns_processes(cfg: DictConfig) -> bool:
@@ -762,6 +795,9 @@ def main(cfg: DictConfig) -> None:
             log.info("run %s is running elsewhere (%s): skipped", outcome.run_dir, outcome.error)
         else:
             print(f"sweeplab: running elsewhere ({outcome.error}): {outcome.run_dir}", flush=True)
+    finished = outcome.status in ("complete", "skipped") and outcome.record
+    if finished and not multirun and _is_rank_zero():
+        print(results(outcome), flush=True)
     if outcome.status == "failed" and not multirun:
         raise SystemExit(
             f"sweeplab: run failed: {outcome.error}\n  record: {outcome.run_dir / RECORD_FILE}"

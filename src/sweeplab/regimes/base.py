@@ -238,6 +238,16 @@ class Regime(pl.LightningModule):
         if (batch_idx + 1) % self.check_finite_every == 0:
             self._raise_if_nonfinite()
 
+    def running_loss(self) -> float | None:
+        """The mean training loss of the epoch so far (``None`` before its first step).
+
+        Reading it waits for the device: it is for the progress bar, which reads it only
+        when it redraws.
+        """
+        if not self._loss_count:
+            return None
+        return float(self._loss_sum) / self._loss_count
+
     def on_train_epoch_start(self) -> None:
         self._loss_sum.zero_()
         self._loss_count = 0
