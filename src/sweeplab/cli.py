@@ -26,6 +26,7 @@ commands:
   search hparams_search=<preset> …  an Optuna search, continued on relaunch (sweeplab search --help)
   eval run=<dir|id> …    re-evaluate a finished run from its eval cache (sweeplab eval --help)
   publish run=<dir|id> logger=wandb|tensorboard  send a finished run to a logger (--help)
+  nas search|rank run=<supernet run> …  search a supernet under a budget, or check its ranking
   runs [filters…]        list the run store as a table (sweeplab runs --help)
   dashboard [--port]     browse the run store on http://127.0.0.1:8501 (sweeplab dashboard --help)
   sync [--runs-dir]      upload the store's offline W&B runs (sweeplab sync --help)
@@ -125,6 +126,12 @@ def _publish(args: list[str]) -> int:
     return publish_main(args)
 
 
+def _nas(args: list[str]) -> int:
+    from sweeplab.nas.cli import main as nas_main
+
+    return nas_main(args)
+
+
 def _search(args: list[str]) -> int:
     from sweeplab.search import main as search_main
 
@@ -160,6 +167,7 @@ COMMANDS = {
     "eval": _eval,
     "search": _search,
     "publish": _publish,
+    "nas": _nas,
     "runs": _runs,
     "table": _table,
     "dashboard": _dashboard,

@@ -105,6 +105,7 @@ class ResidualBlock(nn.Module):
         self.bn1 = norm(out_chans)
         self.conv2 = conv(out_chans, out_chans, kernel, stride=1, padding=pad, bias=False)
         self.bn2 = norm(out_chans)
+        self.relu1, self.relu2 = nn.ReLU(), nn.ReLU()  # modules, so hooks see the activations
         self.shortcut: nn.Module = nn.Identity()
         if project:
             self.shortcut = nn.Sequential(
@@ -112,9 +113,9 @@ class ResidualBlock(nn.Module):
             )
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        return self.relu2(out + self.shortcut(x))
 
 
 class Stage(nn.Module):
@@ -257,7 +258,7 @@ class Supernet(ResidualFamily):
     def subnet_state(self, arch: Arch | str, like: nn.Module | None = None) -> dict[str, Tensor]:
         """The state dict of the standalone subnet ``arch``: the supernet's tensors cropped
         to the subnet's shapes (``like``: an already built subnet to size them by)."""
-        model = like if like is not None else self._empty_subnet(arch)
+        model = like if like is not None else self.blank_subnet(arch)
         state = self.state_dict()
         return {
             key: crop_to(state[key], value.shape).clone()
@@ -266,13 +267,18 @@ class Supernet(ResidualFamily):
 
     def extract(self, arch: Arch | str) -> Subnet:
         """The standalone subnet ``arch`` with the supernet's weights (and statistics)."""
-        subnet = self._empty_subnet(arch)
+        subnet = self.blank_subnet(arch)
         subnet.load_state_dict(self.subnet_state(arch, like=subnet))
         subnet.train(self.training)
         return subnet.to(next(self.parameters()).device)
 
-    def _empty_subnet(self, arch: Arch | str) -> Subnet:
+    def blank_subnet(self, arch: Arch | str, seed: int | None = None) -> Subnet:
+        """The standalone subnet ``arch``, freshly initialised (from ``seed`` if given)
+        without touching the global random stream: to count its cost, or to score a
+        training-free proxy at initialisation."""
         with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
             return Subnet(
                 num_classes=self.num_classes,
                 in_chans=self.in_chans,

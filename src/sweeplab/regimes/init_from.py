@@ -13,7 +13,9 @@ replaces the weights by the run's own checkpoint. The models it writes into are 
 regime's single ``backbone`` or each of its ``members``. The classifier ``head`` is
 kept, unless the class counts differ or ``init_from_head=reinit`` asks for a fresh
 one (the one the regime drew from its own seed). Every other entry must match the
-source's in name and shape; the first that does not is named in a one-line error.
+source's in name and shape; the first that does not is named in a one-line error. A
+subnet (``backbone=subnet``) started from a supernet run inherits the supernet's
+weights cropped to its architecture.
 """
 
 from __future__ import annotations
@@ -68,6 +70,21 @@ def one_run_id(value: Any, runs_dir: str | os.PathLike | None) -> str:
     return ids[0]
 
 
+def source_state(source: nn.Module, target: nn.Module) -> dict:
+    """What ``source`` gives ``target``: its state dict, or, from a supernet to one of its
+    subnets, the supernet's weights cropped to that subnet (OFA's inherited weights)."""
+    from sweeplab.models.supernet import Subnet, Supernet
+
+    if isinstance(source, Supernet) and isinstance(target, Subnet):
+        if source.space != target.space:
+            raise ValueError(
+                "init_from: the subnet's search space (backbone.widths, depths, width_mults, "
+                "kernels, stem_width) differs from the supernet's; use the supernet's"
+            )
+        return source.subnet_state(target.arch, like=target)
+    return source.state_dict()
+
+
 def init_state(
     target: nn.Module, source: nn.Module, reinit_head: bool, names: Sequence[str]
 ) -> dict:
@@ -77,7 +94,7 @@ def init_state(
 
     skip = head_keys(target) | head_keys(source) if reinit_head else set()
     wanted = {k: v for k, v in target.state_dict().items() if k not in skip}
-    given = {k: v for k, v in source.state_dict().items() if k not in skip}
+    given = {k: v for k, v in source_state(source, target).items() if k not in skip}
     difference = first_difference(given, wanted)
     if difference is not None:
         raise ValueError(
