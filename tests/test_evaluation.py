@@ -14,7 +14,7 @@ from sweeplab import cli
 from sweeplab.data.corruptions import CORRUPTIONS
 from sweeplab.evaluate import EvalError, evaluate_run, find_run
 from sweeplab.evaluation.detectors import DETECTORS
-from sweeplab.evaluation.passes import shift_subsample
+from sweeplab.evaluation.passes import seeded_subsample
 from sweeplab.regimes.erm import ERM
 from sweeplab.tracking.identity import compute_run_id
 from sweeplab.tracking.record import read_record
@@ -294,42 +294,48 @@ def test_every_phase_is_timed_in_the_record(finished_run):
     assert 0 < timed <= metrics["perf/eval/total_s"]
 
 
-def test_shift_subsample_is_seeded_and_of_the_configured_size():
-    first = shift_subsample(1000, 100, seed=0)
-    assert torch.equal(first, shift_subsample(1000, 100, seed=0))
+def test_seeded_subsample_is_seeded_and_of_the_configured_size():
+    first = seeded_subsample(1000, 100, seed=0)
+    assert torch.equal(first, seeded_subsample(1000, 100, seed=0))
     assert len(first) == 100 and len(first.unique()) == 100
     assert torch.equal(first, first.sort().values) and int(first.max()) < 1000
-    assert not torch.equal(first, shift_subsample(1000, 100, seed=1))
-    assert shift_subsample(1000, None, seed=0) is None
-    assert shift_subsample(100, 100, seed=0) is None  # the whole split: no subsample
+    assert not torch.equal(first, seeded_subsample(1000, 100, seed=1))
+    assert seeded_subsample(1000, None, seed=0) is None
+    assert seeded_subsample(100, 100, seed=0) is None  # the whole split: no subsample
 
 
-def test_shift_uses_its_subsample_and_eval_full_the_whole_test_split(finished_run, tmp_path):
+def test_shift_and_odin_use_their_subsamples_and_eval_full_every_test_sample(
+    finished_run, tmp_path
+):
     run_dir = copy_run(finished_run, tmp_path)
-    one_cell = ["eval.shift.corruptions=[contrast]", "eval.shift.severities=[3]"]
-    one_cell += [
-        "eval.ood.detectors=[msp]",
-        "eval.calibration.calibrators=[ts]",
-        "eval.plots=false",
-    ]
+    small = ["eval.shift.corruptions=[contrast]", "eval.shift.severities=[3]"]
+    small += ["eval.ood.detectors=[msp,odin]", "eval.calibration.calibrators=[ts]"]
+    small += ["eval.plots=false"]
     test_labels = torch.load(run_dir / "eval_cache" / "test.pt", weights_only=True)["labels"]
-    record = evaluate_run(run_dir, [*one_cell, "eval.shift.max_samples=40"], replace=True)
-    cached = torch.load(run_dir / "eval_cache" / "shift.pt", weights_only=True)
-    expected = shift_subsample(len(test_labels), 40, seed=0)
-    assert torch.equal(cached["indices"], expected)
-    assert torch.equal(cached["labels"], test_labels[expected])
-    assert cached["logits"]["contrast/3"].shape[0] == 40
-    assert record["evaluation"]["shift"] == {
-        "samples": 40,
-        "test_samples": len(test_labels),
-        "seed": 0,
-    }
-    assert record["metrics"]["perf/eval/shift_s"] >= 0
+    n = len(test_labels)
+    subsampled = [*small, "eval.shift.max_samples=40", "eval.ood.model_max_samples=30"]
+    record = evaluate_run(run_dir, subsampled, replace=True)
+    shift = torch.load(run_dir / "eval_cache" / "shift.pt", weights_only=True)
+    expected = seeded_subsample(n, 40, seed=0)
+    assert torch.equal(shift["indices"], expected)
+    assert torch.equal(shift["labels"], test_labels[expected])
+    assert shift["logits"]["contrast/3"].shape[0] == 40
+    assert record["evaluation"]["shift"] == {"samples": 40, "test_samples": n, "seed": 0}
+    odin = torch.load(run_dir / "eval_cache" / "odin.pt", weights_only=True)
+    assert torch.equal(odin["indices"]["test"], seeded_subsample(n, 30, seed=0))
+    assert len(odin["scores"]["test"]) == 30
+    assert record["evaluation"]["ood"]["subsampled"]["odin"]["test"] == [30, n]
+    assert (
+        record["metrics"]["perf/eval/shift_s"] >= 0 and record["metrics"]["perf/eval/odin_s"] >= 0
+    )
 
-    record = evaluate_run(run_dir, ["eval=full", *one_cell])
-    cached = torch.load(run_dir / "eval_cache" / "shift.pt", weights_only=True)
-    assert cached["indices"] is None and torch.equal(cached["labels"], test_labels)
-    assert record["evaluation"]["shift"]["samples"] == len(test_labels)
+    record = evaluate_run(run_dir, ["eval=full", *small])
+    shift = torch.load(run_dir / "eval_cache" / "shift.pt", weights_only=True)
+    assert shift["indices"] is None and torch.equal(shift["labels"], test_labels)
+    assert record["evaluation"]["shift"]["samples"] == n
+    odin = torch.load(run_dir / "eval_cache" / "odin.pt", weights_only=True)
+    assert odin["indices"]["test"] is None and len(odin["scores"]["test"]) == n
+    assert record["evaluation"]["ood"]["subsampled"]["odin"] == {}
 
 
 def test_odin_uses_the_papers_setting_by_default_and_its_grid_under_eval_full(finished_run):

@@ -162,7 +162,7 @@ def _merged_details(before: dict[str, Any], now: dict[str, Any]) -> dict[str, An
     old_ood, new_ood = before.get("ood") or {}, now.get("ood") or {}
     if old_ood and new_ood:
         merged["ood"] = {**old_ood, **new_ood}
-        for key in ("groups", "hyperparameters", "skipped"):
+        for key in ("groups", "hyperparameters", "skipped", "subsampled"):
             merged["ood"][key] = {**(old_ood.get(key) or {}), **(new_ood.get(key) or {})}
     return merged
 

@@ -447,6 +447,7 @@ EVAL_RULES: dict[str, Rule] = {
     "eval.calibration.calibrators": list_of(checks.nonempty_str, "calibrator names"),
     "eval.ood.detectors": list_of(checks.nonempty_str, "detector names"),
     "eval.ood.fit_max_samples": optional(positive_int),
+    "eval.ood.model_max_samples": optional(positive_int),
     "eval.ood.fit_split": choice(*FIT_SPLITS),
     "eval.ood.histogram_detector": optional(checks.nonempty_str),
     "eval.ood.select_on_val": boolean,

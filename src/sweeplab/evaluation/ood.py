@@ -47,6 +47,9 @@ class OODResult:
     hyperparameters: dict[str, dict[str, Any]] = field(default_factory=dict)
     # detectors left out, with the reason (the model's number of members, a missing head)
     skipped: dict[str, str] = field(default_factory=dict)
+    # the test sets a detector that runs the model scored a subsample of:
+    # {detector: {set: [samples, of]}}, {} when it scored every sample
+    subsampled: dict[str, dict[str, list[int]]] = field(default_factory=dict)
 
 
 def fixed_hyperparameters(node) -> dict[str, Any]:
@@ -151,6 +154,13 @@ def evaluate_ood(
                 )
             scores = model_scores[name]["scores"]
             result.hyperparameters[name] = dict(model_scores[name].get("hyperparameters") or {})
+            sizes = model_scores[name].get("sizes") or {}
+            subsampled = {
+                cache: [len(scores[cache]), int(sizes[cache])]
+                for cache in scores
+                if cache in sizes and len(scores[cache]) < int(sizes[cache])
+            }
+            result.subsampled[name] = subsampled
             test_scores = {"id": scores["test"]}
             for ood_set in sets:
                 test_scores[ood_set.name] = scores[f"ood/{ood_set.name}/test"]

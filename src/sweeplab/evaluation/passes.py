@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 HEAD_CACHE = "head"
 SHIFT_CACHE = "shift"
 FIT_SPLITS = ("train", "val")
+MODEL_SCORES_SEED = 0  # draws the test samples of eval.ood.model_max_samples
 
 
 def fingerprint(value: Any) -> str:
@@ -78,13 +79,14 @@ def model_scores_fingerprint(
 ) -> str:
     """What a ``needs_model`` detector's cached scores depend on: the sets and its settings."""
     ood = eval_cfg.ood
-    return fingerprint(
-        {
-            "sets": set_fingerprints,
-            "select_on_val": bool(ood.get("select_on_val", True)),
-            "hyperparameters": fixed_hyperparameters(ood.get("hyperparameters")).get(detector, {}),
-        }
-    )
+    produced_by = {
+        "sets": set_fingerprints,
+        "select_on_val": bool(ood.get("select_on_val", True)),
+        "hyperparameters": fixed_hyperparameters(ood.get("hyperparameters")).get(detector, {}),
+    }
+    if ood.get("model_max_samples") is not None:  # unset, the caches written before it match
+        produced_by["max_samples"] = int(ood.model_max_samples)
+    return fingerprint(produced_by)
 
 
 def image_batches(images: Tensor, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
@@ -93,11 +95,9 @@ def image_batches(images: Tensor, batch_size: int) -> Iterator[tuple[Tensor, Ten
         yield chunk, torch.full((chunk.shape[0],), -1, dtype=torch.long)
 
 
-def shift_subsample(num_samples: int, max_samples: int | None, seed: int) -> Tensor | None:
-    """The test indices the shift pass corrupts: ``max_samples`` of ``num_samples`` drawn
-    with ``seed``, sorted; ``None`` (every sample) when ``max_samples`` is ``None`` or
-    covers the split. The same samples serve every corruption and severity, so that
-    their accuracies differ by the corruption alone."""
+def seeded_subsample(num_samples: int, max_samples: int | None, seed: int) -> Tensor | None:
+    """``max_samples`` of the indices ``0..num_samples-1``, drawn with ``seed``, sorted;
+    ``None`` (every sample) when ``max_samples`` is ``None`` or covers them all."""
     if max_samples is None or num_samples <= int(max_samples):
         return None
     generator = torch.Generator().manual_seed(int(seed))
@@ -354,7 +354,7 @@ class EvalPasses:
             raise ValueError(f"eval.ood.sets.{name} could not be created: {exc}") from exc
         expected = self.set_fingerprints[name]
         images_by_cache: dict[str, Tensor] = {}
-        with self.progress.phase(f"ood_{name}") as bar:
+        with self.progress.phase(f"ood_{name}", total=0) as bar:
             for split in ("val", "test"):
                 cache = ood_cache_name(name, split)
                 bar.set_postfix_str(f"loading {split}")
@@ -376,23 +376,27 @@ class EvalPasses:
 
     def _shift_loader(self):
         """The test samples the shift pass corrupts (``eval.shift.max_samples`` of them,
-        see :func:`shift_subsample`), their indices in the test split (``None``: all) and
-        the split's size."""
-        from sweeplab.data.loaders import EpochBatchPlan, TensorBatchLoader
-
+        see :func:`seeded_subsample`), their indices in the test split (``None``: all) and
+        the split's size. The same samples serve every corruption and severity, so that
+        their accuracies differ by the corruption alone."""
         shift = self.eval_cfg.shift
         loader = self.datamodule.loader("test")
         total = sample_count(loader)
         if total is None:
             total = sum(len(y) for _, y in loader)
-        indices = shift_subsample(total, shift.get("max_samples"), int(shift.seed))
+        indices = seeded_subsample(total, shift.get("max_samples"), int(shift.seed))
         if indices is None:
             return loader, None, total
-        images, labels = gather_rows(loader, indices)
+        return self._batches_of(*gather_rows(loader, indices)), indices, total
+
+    def _batches_of(self, images: Tensor, labels: Tensor):
+        """Evaluation batches of in-memory samples, in order."""
+        from sweeplab.data.loaders import EpochBatchPlan, TensorBatchLoader
+
         plan = EpochBatchPlan(
             len(labels), self.datamodule.eval_batch_size, shuffle=False, drop_last=False
         )
-        return TensorBatchLoader(images, labels, plan), indices, total
+        return TensorBatchLoader(images, labels, plan)
 
     def _shift(self) -> dict[str, str]:
         shift = self.eval_cfg.shift
@@ -432,16 +436,31 @@ class EvalPasses:
         from sweeplab.evaluation.ood import hyperparameter_candidates, select_on_val
 
         batch_size = self.datamodule.eval_batch_size
+        limit = self.eval_cfg.ood.get("model_max_samples")
+        subsets: dict[str, Tensor | None] = {}
 
-        def batches(cache: str):
-            if cache in ("val", "test"):
-                return self.datamodule.loader(cache)
-            return image_batches(ood_images[cache], batch_size)
+        def subset(cache: str) -> Tensor | None:
+            """The samples of a test set the detector scores (``None``: all of them)."""
+            if cache not in subsets:
+                subsets[cache] = seeded_subsample(full_size(cache), limit, MODEL_SCORES_SEED)
+            return subsets[cache]
 
-        def size(cache: str) -> int:
+        def full_size(cache: str) -> int:
             if cache in ("val", "test"):
                 return sample_count(self.datamodule.loader(cache)) or 0
             return len(ood_images[cache])
+
+        def size(cache: str) -> int:
+            keep = subset(cache) if cache.endswith("test") else None
+            return full_size(cache) if keep is None else len(keep)
+
+        def batches(cache: str):
+            keep = subset(cache) if cache.endswith("test") else None
+            if cache in ("val", "test"):
+                loader = self.datamodule.loader(cache)
+                return loader if keep is None else self._batches_of(*gather_rows(loader, keep))
+            images = ood_images[cache] if keep is None else ood_images[cache][keep]
+            return image_batches(images, batch_size)
 
         candidates = [
             build_detector(detector, **params).hyperparameters
@@ -479,6 +498,8 @@ class EvalPasses:
             cache,
             {
                 "scores": scores,
+                "indices": {cache: subset(cache) for cache in tests},
+                "sizes": {cache: full_size(cache) for cache in tests},
                 "hyperparameters": dict(params),
                 "fingerprint": self._model_fingerprint(detector),
             },

@@ -291,6 +291,7 @@ def _ood(report, val, test, eval_cfg, run_dir: Path, plots: bool, bar=None) -> N
         "members": test.num_members,
         "hyperparameters": result.hyperparameters,
         "skipped": result.skipped,
+        "subsampled": result.subsampled,
         "selected_on": "val OOD sets"
         if any(s.val is not None for s in sets) and eval_cfg.ood.get("select_on_val", True)
         else "defaults (no val OOD set)",
