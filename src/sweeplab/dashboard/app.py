@@ -18,7 +18,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from sweeplab.dashboard import tables
+from sweeplab.dashboard import nas_view, tables
 from sweeplab.dashboard.index import StoreIndex
 from sweeplab.evaluation import ensemble_summary
 from sweeplab.tracking import layout
@@ -241,6 +241,145 @@ def _lineage_section(entry: RunEntry, known: set[str]) -> None:
         )
 
 
+def _subnet_curves_chart(long: pd.DataFrame) -> alt.Chart:
+    return (
+        alt.Chart(long)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")),
+            y=alt.Y("acc:Q", title="val accuracy"),
+            color=alt.Color("subnet:N", title=None, legend=LEGEND),
+            tooltip=["subnet", "epoch", alt.Tooltip("acc:Q", format=".4f")],
+        )
+        .properties(height=260)
+    )
+
+
+def _pareto_chart(search: nas_view.SearchView) -> alt.LayerChart:
+    """Every searched subnet, the Pareto front as a line, the best per budget as diamonds."""
+    x = alt.X("mflops:Q", title="MFLOPs per image", scale=alt.Scale(zero=False))
+    y = alt.Y("val_acc:Q", title=f"{search.split} accuracy (inherited weights)")
+    tooltip = ["arch", alt.Tooltip("val_acc:Q", format=".4f"), "mflops", "params"]
+    points = (
+        alt.Chart(search.candidates)
+        .mark_circle(size=40, opacity=0.5, color="#1f77b4")
+        .encode(x=x, y=y, tooltip=tooltip)
+    )
+    front = (
+        alt.Chart(search.front)
+        .mark_line(point=True, color="#d62728")
+        .encode(x=x, y=y, order="mflops:Q", tooltip=tooltip)
+    )
+    best = (
+        alt.Chart(search.best)
+        .mark_point(shape="diamond", size=220, filled=True, color="#2ca02c")
+        .encode(x=x, y=y, tooltip=["budget", *tooltip])
+    )
+    layers = [points, front, best]
+    limits = search.best.dropna(subset=["max_mflops"])
+    if not limits.empty:
+        rules = alt.Chart(limits).mark_rule(strokeDash=[3, 3], color="gray")
+        layers.insert(0, rules.encode(x="max_mflops:Q", tooltip=["budget"]))
+    return alt.layer(*layers).properties(height=340)
+
+
+def _ranking_chart(scatter: pd.DataFrame) -> alt.FacetChart:
+    """Each scorer's score of a subnet against the subnet's standalone accuracy."""
+    dots = (
+        alt.Chart(scatter)
+        .mark_circle(size=70)
+        .encode(
+            x=alt.X("score:Q", title=None, scale=alt.Scale(zero=False)),
+            y=alt.Y(
+                "standalone_val_acc:Q", title="standalone val accuracy", scale=alt.Scale(zero=False)
+            ),
+            color=alt.Color("scorer:N", legend=None),
+            tooltip=[
+                "arch",
+                "standalone_run",
+                alt.Tooltip("score:Q", format=".4g"),
+                alt.Tooltip("standalone_val_acc:Q", format=".4f"),
+            ],
+        )
+        .properties(width=300, height=260)
+    )
+    order = list(dict.fromkeys(scatter["scorer"]))
+    chart = dots.facet(column=alt.Column("scorer:N", sort=order, title=None))
+    return chart.resolve_scale(x="independent")
+
+
+def _nas_file(read, run_dir: Path):
+    try:
+        return read(run_dir)
+    except nas_view.NasFileError as exc:
+        st.error(str(exc))
+        return None
+
+
+def _nas_section(entry: RunEntry, curves: pd.DataFrame) -> None:
+    """A supernet run's subnets: largest and smallest over training, search, ranking."""
+    if not nas_view.is_supernet(entry.config, (entry.record or {}).get("choices")):
+        return
+    st.subheader("NAS: largest and smallest subnet")
+    subnets = nas_view.subnet_curves(curves)
+    if subnets.empty:
+        st.caption(
+            "No val/cls/acc or val/nas/smallest/acc in metrics.csv yet: supernet training "
+            "(`sweeplab train backbone=supernet regime=supernet`) logs them at each validation."
+        )
+    else:
+        st.altair_chart(_subnet_curves_chart(subnets), width="stretch")
+
+    st.subheader("NAS: Pareto front")
+    search = _nas_file(nas_view.search_view, entry.path)
+    if search is None:
+        st.caption(
+            f"No {nas_view.SEARCH_FILE} yet: `{nas_view.search_command(entry.run_id)}` "
+            "searches this supernet for the best subnet under each budget."
+        )
+    else:
+        st.altair_chart(_pareto_chart(search), width="stretch")
+        st.caption(
+            f"{len(search.candidates)} subnets searched by {search.method}, scored on "
+            f"{search.split} (BatchNorm: {search.bn_policy}); {len(search.front)} on the front "
+            "(red); the best per budget as green diamonds."
+        )
+        st.dataframe(
+            search.best.drop(columns=["max_mflops"]),
+            hide_index=True,
+            column_config={
+                "val_acc": st.column_config.NumberColumn(format="%.4f"),
+                "mflops": st.column_config.NumberColumn("MFLOPs", format="%.3g"),
+            },
+        )
+
+    st.subheader("NAS: supernet vs standalone ranking")
+    ranking = _nas_file(nas_view.ranking_view, entry.path)
+    if ranking is None:
+        st.caption(
+            f"No {nas_view.RANKING_FILE} yet: `{nas_view.rank_command(entry.run_id)}` trains "
+            "sampled subnets standalone and scores how well the supernet ranks them."
+        )
+        return
+    scorers = list(dict.fromkeys(ranking.scatter["scorer"]))
+    default = [s for s in nas_view.SUPERNET_SCORERS if s in scorers] or scorers[:1]
+    shown = st.multiselect("Scorers", scorers, default=default, key="nas_scorers")
+    if shown:
+        picked = ranking.scatter[ranking.scatter["scorer"].isin(shown)]
+        st.altair_chart(_ranking_chart(picked))
+    st.caption(
+        f"{ranking.k} subnets; standalone accuracy on {ranking.split}. Kendall τ and Spearman ρ "
+        "with their 95 % bootstrap intervals; sparse τ ties accuracies within 0.1 %."
+    )
+    st.dataframe(
+        ranking.taus,
+        hide_index=True,
+        column_config={
+            c: st.column_config.NumberColumn(format="%+.2f") for c in nas_view.TAU_COLUMNS
+        },
+    )
+
+
 TEACHER_METRICS = ("test/cls/acc", "test/cls/nll", "test/cal/ece", "ood/near/energy/auroc")
 
 
@@ -313,6 +452,7 @@ def run_page(entries: list[RunEntry], index: StoreIndex) -> None:
             st.altair_chart(chart, width="stretch")
 
     _members_section(entry.metrics)
+    _nas_section(entry, curves)
 
     pictures = tables.pictures(entry.path)
     st.subheader("Pictures")
