@@ -5,7 +5,8 @@ same store, so the suite trains those four short runs once. The ensembles notebo
 one run of its own to that store (a three-member ensemble, two epochs). A raising cell
 fails the test. The distillation notebook adds two runs (an MLP student, alone and
 distilled from a quickstart run). The merging notebook adds seven (a base run, three
-fine-tunes of it, two soups and an interpolation, under ``merging/``).
+fine-tunes of it, two soups and an interpolation, under ``merging/``). The NAS notebook adds
+a small supernet and three standalone subnets under ``nas/``.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def test_every_notebook_is_tested():
         "04_ensembles.ipynb",
         "05_distillation.ipynb",
         "06_merging.ipynb",
+        "07_nas.ipynb",
     ]
 
 

@@ -421,6 +421,8 @@ def main(args: list[str]) -> int:
 def _follows_option(args: list[str], arg: str) -> bool:
     """Whether ``arg`` is a value of a ``--option`` (the values follow it, up to the next
     ``key=value`` or option)."""
+    if "=" in arg:  # key=value is an override (or run=…), never an option's value
+        return False
     index = args.index(arg)
     for previous in reversed(args[:index]):
         if previous.startswith("--"):
