@@ -1,9 +1,13 @@
-"""The dashboard's NAS view: hand-written NAS files as frames, and the Run page of a real
-supernet run with its search and ranking done."""
+"""What a supernet run shows: its NAS files as the dashboard's frames (hand-written files),
+and, for a real small supernet run with its search and ranking done, the Run page's NAS
+view and the same pictures and nas/* metrics published to W&B."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -154,3 +158,162 @@ def test_subnet_curves_keep_each_epochs_last_validation():
     assert nas_view.subnet_curves(curves[["epoch", "train/cls/loss"]]).empty
     assert nas_view.is_supernet({"regime": {"name": "supernet"}})
     assert not nas_view.is_supernet({"regime": {"name": "erm"}}, {"regime": "erm"})
+
+
+# --------------------------------------------------------------------------- a real supernet run
+NAS_HEADERS = {
+    "NAS: largest and smallest subnet",
+    "NAS: Pareto front",
+    "NAS: supernet vs standalone ranking",
+}
+
+
+@pytest.fixture(scope="module")
+def searched_supernet(tmp_path_factory) -> tuple[Path, Path, list[Path]]:
+    """A tiny supernet run searched under one budget and ranked against K=3 standalone runs."""
+    from sweeplab.models.search_space import encode
+    from sweeplab.nas import cli as nas_cli
+    from sweeplab.nas.supernet_run import SupernetRun
+    from tests.conftest import run_in_store
+    from tests.test_supernet import TINY
+
+    store = tmp_path_factory.mktemp("nas_view")
+    outcome = run_in_store(store, TINY)
+    assert outcome.status == "complete", outcome.error
+    run_dir = Path(outcome.run_dir)
+    nas = SupernetRun.open(run_dir.name, store / "runs")
+    budget = round(nas.costs()(nas.supernet.space.smallest()).mflops * 2, 3)
+    where = [f"run={run_dir.name}", f"paths.root_dir={store}"]
+    assert nas_cli.main(["search", *where, "--mflops", str(budget), "--samples", "8"]) == 0
+    standalone = []
+    for arch in nas_cli.sample_distinct(nas.supernet.space, 3, 0):
+        trained = run_in_store(store, nas.subnet_overrides(encode(arch)))
+        assert trained.status == "complete", trained.error
+        standalone.append(Path(trained.run_dir))
+    assert nas_cli.main(["rank", *where, "--k", "3"]) == 0
+    return store / "runs", run_dir, standalone
+
+
+def _chart_specs(at) -> list[str]:
+    """The Vega-Lite spec of every chart on the page, as JSON text."""
+    return [chart.proto.spec for chart in at.get("vega_lite_chart")]
+
+
+def test_app_shows_the_nas_view_of_a_searched_and_ranked_supernet(
+    searched_supernet, monkeypatch, tmp_path
+):
+    from tests.test_dashboard_browser import _app
+
+    runs_dir, run_dir, standalone = searched_supernet
+    search = json.loads((run_dir / nas_view.SEARCH_FILE).read_text())
+    ranking = json.loads((run_dir / nas_view.RANKING_FILE).read_text())
+    at = _app(runs_dir, monkeypatch, page="Run", run=run_dir.name)
+    assert {h.value for h in at.subheader} >= NAS_HEADERS
+    assert not at.error
+    frames = [d.value for d in at.dataframe]
+    best = next(f for f in frames if "command_from_supernet" in f)
+    assert list(best["arch"]) == [b["best"]["arch"] for b in search["budgets"]]
+    assert list(best["command"]) == [b["command"] for b in search["budgets"]]
+    taus = next(f for f in frames if "kendall_tau_low" in f).set_index("scorer")
+    assert set(taus.index) == set(ranking["report"])
+    for scorer, report in ranking["report"].items():
+        assert taus.loc[scorer, "kendall_tau"] == pytest.approx(report["kendall_tau"], nan_ok=True)
+        assert taus.loc[scorer, "kendall_tau_high"] == pytest.approx(
+            report["kendall_tau_high"], nan_ok=True
+        )
+    assert at.multiselect(key="nas_scorers").value == list(nas_view.SUPERNET_SCORERS)
+    specs = "\n".join(_chart_specs(at))
+    for title in ('"field": "subnet"', "MFLOPs per image", "standalone val accuracy"):
+        assert title in specs
+
+    # a standalone subnet is no supernet: no NAS view on its page
+    at = _app(runs_dir, monkeypatch, page="Run", run=standalone[0].name)
+    assert not NAS_HEADERS & {h.value for h in at.subheader}
+
+    # before search and rank, the view says which command makes each part
+    fresh = tmp_path / "runs" / run_dir.parent.name / run_dir.name
+    shutil.copytree(run_dir, fresh, ignore=shutil.ignore_patterns("nas", "checkpoints"))
+    at = _app(tmp_path / "runs", monkeypatch, page="Run", run=run_dir.name)
+    captions = " ".join(c.value for c in at.caption)
+    assert f"sweeplab nas search run={run_dir.name}" in captions
+    assert f"sweeplab nas rank run={run_dir.name} --k 8 --launch" in captions
+    assert "NAS: largest and smallest subnet" in {h.value for h in at.subheader}
+
+
+def test_publish_sends_the_nas_pictures_and_metrics_to_wandb(searched_supernet, tmp_path):
+    from sweeplab import cli
+    from sweeplab.tracking.record import read_record
+    from tests.test_wandb import _items, _records
+
+    _, run_dir, _ = searched_supernet
+    copy = tmp_path / "runs" / run_dir.parent.name / run_dir.name
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("checkpoints"))
+    assert cli.main(["publish", f"run={copy}", "logger=wandb"]) == 0
+    (offline,) = copy.glob("wandb/offline-run-*")
+    summary, history = {}, []
+    for item in _records(offline):
+        kind = item.WhichOneof("record_type")
+        if kind == "summary":
+            summary.update(_items(item.summary.update))
+        elif kind == "history":
+            history.append(_items(item.history.item))
+    metrics = read_record(copy)["metrics"]
+    nas_metrics = [k for k in metrics if k.startswith("nas/")]
+    assert any(k.startswith("nas/search/") for k in nas_metrics)
+    assert "nas/rank/supernet_recalibrate/kendall_tau" in nas_metrics
+    for key in nas_metrics:
+        assert summary[key] == pytest.approx(metrics[key], nan_ok=True), key
+    for picture in ("plots/nas_pareto", "plots/nas_ranking"):
+        assert summary[f"{picture}.path"].startswith("media/images/plots/")
+        assert summary[f"{picture}._type"] == "image-file"
+    # the smallest subnet's accuracy per epoch goes to W&B's history beside the largest's
+    smallest = [row["val/nas/smallest/acc"] for row in history if "val/nas/smallest/acc" in row]
+    assert len(smallest) == 2
+
+
+@pytest.mark.slow
+def test_run_page_of_a_supernet_shows_its_nas_view_in_a_browser(searched_supernet, tmp_path):
+    """The NAS view served by Streamlit and drawn by Chromium, screenshotted for a person."""
+    from tests import test_dashboard_browser as web
+
+    if not web.CHROMIUM.exists():
+        pytest.skip(f"no browser: {web.CHROMIUM} is missing (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    runs_dir, run_dir, _ = searched_supernet
+    port = web._free_port()
+    server = subprocess.Popen(
+        web.streamlit_command(runs_dir, "127.0.0.1", port, runs_dir.parent / "experiments"),
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        web._wait_until_serving(url, server)
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=str(web.CHROMIUM), args=web.CHROMIUM_ARGS
+            )
+            page = browser.new_page(viewport={"width": 1400, "height": 5200})
+            page.goto(f"{url}/?page=Run&run={run_dir.name}", timeout=web.TIMEOUT_MS)
+            page.wait_for_selector(
+                "h3:has-text('NAS: supernet vs standalone ranking')", timeout=web.TIMEOUT_MS
+            )
+            text = web._main_text(page, *NAS_HEADERS, "kendall_tau", "command_from_supernet")
+            for expected in (*NAS_HEADERS, "green diamonds", "bootstrap intervals"):
+                assert expected in text
+            # learning curves, the two subnets, the Pareto front and the ranking scatter
+            page.wait_for_function(
+                "document.querySelectorAll(\"[data-testid='stVegaLiteChart'] canvas, "
+                "[data-testid='stVegaLiteChart'] svg\").length >= 4",
+                timeout=web.TIMEOUT_MS,
+            )
+            page.wait_for_selector("img[src*='media']", timeout=web.TIMEOUT_MS)
+            web._screenshot(page, tmp_path, "run_supernet")
+            browser.close()
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
