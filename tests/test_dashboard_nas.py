@@ -299,7 +299,7 @@ def test_run_page_of_a_supernet_shows_its_nas_view_in_a_browser(searched_superne
             page.wait_for_selector(
                 "h3:has-text('NAS: supernet vs standalone ranking')", timeout=web.TIMEOUT_MS
             )
-            text = web._main_text(page, *NAS_HEADERS, "kendall_tau", "command_from_supernet")
+            text = web._main_text(page, *NAS_HEADERS, "Kendall τ", "command_from_supernet")
             for expected in (*NAS_HEADERS, "green diamonds", "bootstrap intervals"):
                 assert expected in text
             # learning curves, the two subnets, the Pareto front and the ranking scatter

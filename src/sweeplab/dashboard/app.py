@@ -241,13 +241,24 @@ def _lineage_section(entry: RunEntry, known: set[str]) -> None:
         )
 
 
+TAU_LABELS = {
+    "kendall_tau": "Kendall τ",
+    "kendall_tau_low": "τ low",
+    "kendall_tau_high": "τ high",
+    "sparse_kendall_tau": "sparse τ",
+    "spearman": "Spearman ρ",
+    "spearman_low": "ρ low",
+    "spearman_high": "ρ high",
+}
+
+
 def _subnet_curves_chart(long: pd.DataFrame) -> alt.Chart:
     return (
         alt.Chart(long)
         .mark_line(point=True)
         .encode(
             x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")),
-            y=alt.Y("acc:Q", title="val accuracy"),
+            y=alt.Y("acc:Q", title="val accuracy", scale=alt.Scale(zero=False)),
             color=alt.Color("subnet:N", title=None, legend=LEGEND),
             tooltip=["subnet", "epoch", alt.Tooltip("acc:Q", format=".4f")],
         )
@@ -258,7 +269,11 @@ def _subnet_curves_chart(long: pd.DataFrame) -> alt.Chart:
 def _pareto_chart(search: nas_view.SearchView) -> alt.LayerChart:
     """Every searched subnet, the Pareto front as a line, the best per budget as diamonds."""
     x = alt.X("mflops:Q", title="MFLOPs per image", scale=alt.Scale(zero=False))
-    y = alt.Y("val_acc:Q", title=f"{search.split} accuracy (inherited weights)")
+    y = alt.Y(
+        "val_acc:Q",
+        title=f"{search.split} accuracy (inherited weights)",
+        scale=alt.Scale(zero=False),
+    )
     tooltip = ["arch", alt.Tooltip("val_acc:Q", format=".4f"), "mflops", "params"]
     points = (
         alt.Chart(search.candidates)
@@ -267,7 +282,7 @@ def _pareto_chart(search: nas_view.SearchView) -> alt.LayerChart:
     )
     front = (
         alt.Chart(search.front)
-        .mark_line(point=True, color="#d62728")
+        .mark_line(point=alt.OverlayMarkDef(color="#d62728", size=50), color="#d62728")
         .encode(x=x, y=y, order="mflops:Q", tooltip=tooltip)
     )
     best = (
@@ -289,7 +304,7 @@ def _ranking_chart(scatter: pd.DataFrame) -> alt.FacetChart:
         alt.Chart(scatter)
         .mark_circle(size=70)
         .encode(
-            x=alt.X("score:Q", title=None, scale=alt.Scale(zero=False)),
+            x=alt.X("score:Q", title="score", scale=alt.Scale(zero=False)),
             y=alt.Y(
                 "standalone_val_acc:Q", title="standalone val accuracy", scale=alt.Scale(zero=False)
             ),
@@ -367,15 +382,21 @@ def _nas_section(entry: RunEntry, curves: pd.DataFrame) -> None:
     if shown:
         picked = ranking.scatter[ranking.scatter["scorer"].isin(shown)]
         st.altair_chart(_ranking_chart(picked))
+    note = (
+        f" Some intervals are missing: the bootstrap of {ranking.k} subnets is degenerate."
+        if ranking.taus[list(nas_view.TAU_COLUMNS)].isna().to_numpy().any()
+        else ""
+    )
     st.caption(
         f"{ranking.k} subnets; standalone accuracy on {ranking.split}. Kendall τ and Spearman ρ "
-        "with their 95 % bootstrap intervals; sparse τ ties accuracies within 0.1 %."
+        f"with their 95 % bootstrap intervals; sparse τ ties accuracies within 0.1 %.{note}"
     )
     st.dataframe(
         ranking.taus,
         hide_index=True,
         column_config={
-            c: st.column_config.NumberColumn(format="%+.2f") for c in nas_view.TAU_COLUMNS
+            column: st.column_config.NumberColumn(label, format="%+.2f")
+            for column, label in TAU_LABELS.items()
         },
     )
 
