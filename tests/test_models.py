@@ -403,13 +403,24 @@ def test_error_message_format():
 
 
 def test_every_option_has_a_yaml():
-    assert {p.stem for p in BACKBONE_YAMLS} == {"mlp", "small_cnn", "resnet18_cifar", "timm"}
+    assert {p.stem for p in BACKBONE_YAMLS} == {
+        "mlp",
+        "small_cnn",
+        "resnet18_cifar",
+        "timm",
+        "supernet",
+        "subnet",
+    }
 
 
 @pytest.mark.parametrize("path", BACKBONE_YAMLS, ids=lambda p: p.stem)
 @pytest.mark.parametrize(("in_chans", "size"), [(1, 8), (3, 32)])
 def test_every_yaml_instantiates(path, in_chans, size):
     cfg = OmegaConf.load(path)
+    if path.stem == "subnet":  # it extends backbone/supernet and needs an architecture
+        cfg.pop("defaults")
+        cfg.arch = "d1w1k3-d2w0.5k5-d1w0.75k3"
+        cfg = OmegaConf.merge(OmegaConf.load(path.parent / "supernet.yaml"), cfg)
     assert {"_target_", "name"} <= set(cfg)
     torch.manual_seed(0)
     model = hydra.utils.instantiate(cfg, num_classes=10, in_chans=in_chans, image_size=size)

@@ -26,7 +26,8 @@ IN_COLOR = "tab:blue"
 OUT_COLOR = "tab:orange"
 
 
-def _save(figure: Figure, path: str | os.PathLike) -> Path:
+def save_png(figure: Figure, path: str | os.PathLike) -> Path:
+    """Render ``figure`` to PNG in memory and write it atomically (parents made)."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI)
     path = Path(path)
@@ -103,7 +104,7 @@ def reliability_diagram(
         _reliability_panel(ax, panel_bins, label)
     axes[0].set_ylabel("accuracy")
     figure.suptitle(title)
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 def score_histogram(
@@ -140,7 +141,7 @@ def score_histogram(
             )
     axes.set(xlabel="score (higher = more OOD)", ylabel="density", title=title)
     axes.legend(fontsize="small")
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 def roc_curve_plot(
@@ -163,7 +164,7 @@ def roc_curve_plot(
     )
     axes.set_aspect("equal")
     axes.legend(loc="lower right", fontsize="small")
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 KIND_COLORS = {"member": "tab:gray", "member mean": "tab:blue", "ensemble": "tab:orange"}
@@ -202,7 +203,7 @@ def ensemble_members_plot(
     if diversity:
         title += "\n" + ", ".join(f"{name} {value:.3g}" for name, value in diversity.items())
     figure.suptitle(title, fontsize="medium")
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 TEACHER_COLORS = {"teacher": "tab:gray", "teacher mean": "tab:blue", "student": "tab:orange"}
@@ -232,7 +233,7 @@ def teacher_student_plot(
         ax.set_title(metric)
         ax.set_ylim(0, max(max(values), 1e-6) * 1.15)  # room for the labels
     figure.suptitle(title, fontsize="medium")
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 SPLIT_COLORS = {"val": "tab:blue", "test": "tab:orange"}
@@ -260,4 +261,4 @@ def interpolation_plot(curve: Mapping[str, object], path: str | os.PathLike, tit
         ax.set(xlabel="α (0 = run A, 1 = run B)", ylabel=label, xlim=(0, 1))
         ax.legend(fontsize="small")
     figure.suptitle(title, fontsize="medium")
-    return _save(figure, path)
+    return save_png(figure, path)

@@ -59,6 +59,17 @@ class Backbone(nn.Module, ABC):
         )
 
 
+def kaiming_init(module: nn.Module) -> None:
+    """Kaiming (fan-out) convolutions for ReLU nets, BatchNorm as the identity, as in
+    torchvision's ResNet; the conv nets of this package start from it."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def count_parameters(module: nn.Module, *, trainable_only: bool = False) -> int:
     """Number of scalar parameters, each shared tensor counted once.
 

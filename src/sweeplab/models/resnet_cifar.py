@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from sweeplab import checks
-from sweeplab.models.backbone import Backbone
+from sweeplab.models.backbone import Backbone, kaiming_init
 
 
 class BasicBlock(nn.Module):
@@ -92,12 +92,7 @@ class CifarResNet(Backbone):
 
     def _init_weights(self, zero_init_residual: bool) -> None:
         """Kaiming (fan-out) convolutions, BN as identity, as in torchvision's ResNet."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        kaiming_init(self)
         if zero_init_residual:
             for m in self.modules():
                 if isinstance(m, BasicBlock):

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from sweeplab import checks
-from sweeplab.models.backbone import Backbone
+from sweeplab.models.backbone import Backbone, kaiming_init
 
 MIN_POOL_SIZE = 4  # a map smaller than this is not halved again
 
@@ -63,7 +63,7 @@ class SmallCNN(Backbone):
         self.num_features = chans
         self.head = nn.Linear(chans, self.num_classes)
         self.feature_map_size = size  # spatial size entering the global pool, for reference
-        _init_weights(self)
+        kaiming_init(self)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -71,13 +71,3 @@ class SmallCNN(Backbone):
     def mixing_stages(self) -> list[nn.Module]:
         """The conv-BN-ReLU blocks."""
         return [m for m in self.body if isinstance(m, nn.Sequential)]
-
-
-def _init_weights(module: nn.Module) -> None:
-    """Kaiming (fan-out) convolutions for ReLU nets; BN starts as the identity."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)

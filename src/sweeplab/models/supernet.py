@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sweeplab.models.backbone import Backbone
+from sweeplab.models.backbone import Backbone, kaiming_init
 from sweeplab.models.search_space import Arch, SearchSpace, encode
 
 
@@ -171,12 +171,7 @@ class ResidualFamily(Backbone):
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
         self.num_features = chans
         self.head = linear(chans, self.num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        kaiming_init(self)
 
     def features(self, x: Tensor) -> Tensor:
         x = self.stem(x)

@@ -24,11 +24,11 @@ from sweeplab.files import atomic_write_text
 from sweeplab.models.search_space import encode
 from sweeplab.models.subnet_scoring import BN_POLICIES
 from sweeplab.nas import ranking
+from sweeplab.nas.plots import pareto_plot, ranking_plot
 from sweeplab.nas.proxies import PROXIES
 from sweeplab.nas.search import (
     METHODS,
     Budget,
-    Candidate,
     best_of,
     pareto_front,
     random_search,
@@ -160,9 +160,7 @@ def search(nas: SupernetRun, budgets: list[Budget], args) -> dict[str, Any]:
     atomic_write_text(nas.nas_dir / "search.json", json.dumps(data, indent=1))
     atomic_write_text(nas.nas_dir / "pareto.json", json.dumps(data["pareto"], indent=1))
     artifacts = {"nas_search": "nas/search.json", "nas_pareto": "nas/pareto.json"}
-    plot = _pareto_plot(nas, candidates, front, results)
-    if plot is not None:
-        artifacts["nas_pareto_plot"] = plot
+    artifacts["nas_pareto_plot"] = _pareto_plot(nas, data)
     metrics = {}
     for r in results:
         key, best = r["budget"].key(), r["best"]
@@ -175,44 +173,10 @@ def search(nas: SupernetRun, budgets: list[Budget], args) -> dict[str, Any]:
     return data
 
 
-def _pareto_plot(nas: SupernetRun, candidates: list[Candidate], front, results) -> str | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # pragma: no cover - matplotlib ships with the dependencies
-        return None
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    ax.scatter(
-        [c.mflops for c in candidates],
-        [c.val_acc for c in candidates],
-        s=14,
-        alpha=0.5,
-        label="searched",
-    )
-    ax.plot(
-        [c.mflops for c in front],
-        [c.val_acc for c in front],
-        "o-",
-        color="C3",
-        label="Pareto front",
-    )
-    for r in results:
-        best = r["best"]
-        ax.scatter([best.mflops], [best.val_acc], marker="*", s=160, color="C2", zorder=5)
-        if r["budget"].max_mflops is not None:
-            ax.axvline(r["budget"].max_mflops, color="grey", linestyle=":", linewidth=1)
-    ax.set_xlabel("MFLOPs per image")
-    ax.set_ylabel("val accuracy (inherited weights)")
-    ax.set_title(f"supernet {nas.run.run_id}: searched subnets")
-    ax.legend(loc="lower right")
-    ax.grid(alpha=0.3)
+def _pareto_plot(nas: SupernetRun, data: dict[str, Any]) -> str:
     path = nas.run.plots_dir / "nas_pareto.png"
-    path.parent.mkdir(exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    title = f"supernet {nas.run.run_id}: searched subnets"
+    pareto_plot(data["candidates"], data["pareto"], data["budgets"], path, title)
     return str(path.relative_to(nas.run.path))
 
 
@@ -328,9 +292,7 @@ def rank(nas: SupernetRun, args, extra: list[str]) -> dict[str, Any]:
     nas.nas_dir.mkdir(exist_ok=True)
     atomic_write_text(nas.nas_dir / "ranking.json", json.dumps(data, indent=1))
     artifacts = {"nas_ranking": "nas/ranking.json"}
-    plot = _ranking_plot(nas, data)
-    if plot is not None:
-        artifacts["nas_ranking_plot"] = plot
+    artifacts["nas_ranking_plot"] = _ranking_plot(nas, data)
     metrics = {"nas/rank/k": float(args.k)}
     for name, measures in report.items():
         for measure, value in measures.items():
@@ -345,27 +307,9 @@ def rank(nas: SupernetRun, args, extra: list[str]) -> dict[str, Any]:
     return data
 
 
-def _ranking_plot(nas: SupernetRun, data: dict[str, Any]) -> str | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
-    for ax, policy in zip(axes, BN_POLICIES, strict=True):
-        name = f"supernet_{policy}"
-        tau = data["report"][name]["kendall_tau"]
-        ax.scatter(data["scores"][name], data["standalone_val_acc"], color="C0")
-        ax.set_xlabel(f"inherited val accuracy (BatchNorm: {policy})")
-        ax.set_title(f"Kendall τ = {tau:.2f}")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("standalone val accuracy")
-    fig.suptitle(f"supernet {nas.run.run_id}: ranking of {data['k']} subnets")
-    fig.tight_layout()
+def _ranking_plot(nas: SupernetRun, data: dict[str, Any]) -> str:
     path = nas.run.plots_dir / "nas_ranking.png"
-    path.parent.mkdir(exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    ranking_plot(data, path, f"supernet {nas.run.run_id}: ranking of {data['k']} subnets")
     return str(path.relative_to(nas.run.path))
 
 

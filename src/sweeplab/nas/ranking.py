@@ -12,6 +12,7 @@ for all resamples at once, and checked against scipy's own in the tests).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -84,20 +85,29 @@ VECTORISED = {
 def bootstrap_interval(
     name: str, x: Sequence[float], y: Sequence[float], resamples: int = 2000, seed: int = 0
 ) -> tuple[float, float]:
-    """95 % percentile bootstrap interval of measure ``name`` over the items (pairs kept)."""
+    """95 % percentile bootstrap interval of measure ``name`` over the items (pairs kept).
+
+    A resample that repeats one item, or ties all of them, has no rank correlation; such
+    resamples are left out of the percentiles (NaN when none is left).
+    """
     a, b = _finite_pair(x, y)
     if a.size < 3:
         return float("nan"), float("nan")
-    result = stats.bootstrap(
-        (a, b),
-        VECTORISED[name],
-        paired=True,
-        vectorized=True,
-        n_resamples=resamples,
-        method="percentile",
-        random_state=np.random.default_rng(seed),
-    )
-    low, high = result.confidence_interval
+    with warnings.catch_warnings():  # degenerate resamples are handled below
+        warnings.simplefilter("ignore")
+        result = stats.bootstrap(
+            (a, b),
+            VECTORISED[name],
+            paired=True,
+            vectorized=True,
+            n_resamples=resamples,
+            method="percentile",
+            random_state=np.random.default_rng(seed),
+        )
+    distribution = np.asarray(result.bootstrap_distribution)
+    if not np.isfinite(distribution).any():
+        return float("nan"), float("nan")
+    low, high = np.nanpercentile(distribution, [2.5, 97.5])
     return float(low), float(high)
 
 
