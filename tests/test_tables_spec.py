@@ -146,7 +146,9 @@ def test_missing_spec_file(tmp_path: Path) -> None:
         load_spec(tmp_path / "nope.yaml")
 
 
-@pytest.mark.parametrize("name", ["digits_mixers", "digits_calibration", "cifar10_mixup_gpu"])
+@pytest.mark.parametrize(
+    "name", ["digits_mixers", "digits_calibration", "cifar10_mixup_gpu", "cifar10_nas_ranking"]
+)
 def test_shipped_specs_load_and_compose(name: str, tmp_path: Path) -> None:
     spec = load_spec(EXPERIMENTS / f"{name}.yaml")
     composer = Composer()
