@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -60,6 +61,15 @@ def _no_store_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """A developer's own store, named in the environment, is never written by the tests."""
     monkeypatch.delenv("SWEEPLAB_RUNS_DIR", raising=False)
     monkeypatch.delenv("SWEEPLAB_HOME", raising=False)
+
+
+USER_MESSAGE = re.compile(r"^sweeplab[\w ]*: ")  # "sweeplab: …", "sweeplab nas search: …"
+
+
+def message_lines(stderr: str) -> list[str]:
+    """What a command said to the user on stderr: its ``sweeplab: …`` lines, without the
+    status lines (``[sweeplab] …``), log records and progress bars around them."""
+    return [line for line in stderr.splitlines() if USER_MESSAGE.match(line)]
 
 
 def compose_config(overrides: list[str] = (), return_hydra_config: bool = False) -> DictConfig:

@@ -156,9 +156,9 @@ def test_train_prints_its_results_on_stdout_and_its_progress_on_stderr(tmp_path)
     header = re.compile(rf"^run {record['run_id']} complete in {took} \(evaluation {took}\): ")
     assert header.match(result.stdout), result.stdout
     assert re.search(r"^  test/cls/acc\s+[\d.]+$", result.stdout, re.MULTILINE), result.stdout
-    for progress in ("Epoch", "it/s", "eval test", "sweeplab: "):
+    for progress in ("Epoch", "it/s", "eval test", "[sweeplab] "):
         assert progress not in result.stdout, progress
     for step in ("composing the config", "loading data: digits", "building the model: small_cnn"):
-        assert f"sweeplab: {step}" in result.stderr, step
+        assert f"[sweeplab] {step}" in result.stderr, step
     assert "loss=" in result.stderr and "val_acc=" in result.stderr
     assert "eval test:" in result.stderr and "eval shift:" in result.stderr

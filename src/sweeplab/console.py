@@ -22,10 +22,14 @@ def is_rank_zero() -> bool:
     return True
 
 
+STATUS_PREFIX = "[sweeplab] "
+
+
 def status(message: str) -> None:
-    """One short line on stderr (rank 0 only), shown at once."""
+    """One short line on stderr (rank 0 only), shown at once. Its prefix sets it apart from
+    the one ``sweeplab: …`` line that reports an error."""
     if is_rank_zero():
-        print(f"sweeplab: {message}", file=sys.stderr, flush=True)
+        print(f"{STATUS_PREFIX}{message}", file=sys.stderr, flush=True)
 
 
 def duration(seconds: float) -> str:

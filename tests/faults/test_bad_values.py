@@ -15,7 +15,7 @@ import pytest
 
 from sweeplab import cli
 from sweeplab.evaluation.detectors import DETECTORS
-from tests.conftest import run_in_store
+from tests.conftest import message_lines, run_in_store
 
 BASE = [
     "trainer.max_epochs=1",
@@ -91,8 +91,7 @@ def test_a_bad_value_is_one_line_exit_2_and_the_store_is_untouched(
 
     assert exit_.value.code == 2
     out, err = capsys.readouterr()
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert lines == [f"sweeplab: {message}"]
+    assert message_lines(err) == [f"sweeplab: {message}"]
     assert "Traceback" not in out + err
     after = record_bytes(store)
     (complete,) = before

@@ -94,6 +94,10 @@ def test_a_truncated_eval_cache_file_is_recomputed_with_a_warning(
 
     record = read_record(run_dir)
     assert record["evaluation"]["recomputed"], "the model ran again for the damaged file"
-    assert record["metrics"] == before["metrics"]
+
+    def results(metrics):  # the evaluation's own timings differ from run to run
+        return {k: v for k, v in metrics.items() if not k.startswith("perf/eval/")}
+
+    assert results(record["metrics"]) == results(before["metrics"])
     assert cache_file(run_dir, name).read_bytes() != data[: len(data) // 2]
     assert json.loads((run_dir / "record.json").read_text())["status"] == "complete"

@@ -14,7 +14,7 @@ import pytest
 
 from sweeplab import cli, disk_faults, files
 from sweeplab.tracking.record import read_record
-from tests.conftest import run_cli, run_in_store
+from tests.conftest import message_lines, run_cli, run_in_store
 
 QUICK = [
     "trainer.max_epochs=1",
@@ -29,7 +29,7 @@ QUICK = [
 def last_line(stderr: str, *names: str) -> str:
     """The one line the user reads: last on stderr, ``sweeplab: …``, naming ``names``."""
     assert "Traceback" not in stderr, stderr[-3000:]
-    line = stderr.strip().splitlines()[-1]
+    line = message_lines(stderr)[-1]
     assert line.startswith("sweeplab:"), stderr[-3000:]
     for name in names:
         assert name in line, line
@@ -167,7 +167,7 @@ def test_runs_dir_under_a_file_is_one_line_naming_the_file(tmp_path):
     result = run_cli(["train", *QUICK, f"paths.runs_dir={blocker}"], cwd=tmp_path, timeout=60)
     assert result.returncode == 1
     line = last_line(result.stderr, str(blocker), "is a file, not a directory", "paths.runs_dir")
-    assert len(result.stderr.strip().splitlines()) == 1, line
+    assert message_lines(result.stderr) == [line]
 
 
 def test_runs_dir_that_cannot_be_written_is_one_line_naming_it(tmp_path, tmpfs):

@@ -18,7 +18,7 @@ from sweeplab.tracking.identity import compute_run_id
 from sweeplab.tracking.record import read_record
 from sweeplab.tracking.run_lock import LOCK_FILE, Holder, RunLock, read_holder
 from sweeplab.tracking.sweeps import RUNNING_ELSEWHERE, Sweep, report, write_outcome
-from tests.conftest import compose_config
+from tests.conftest import compose_config, message_lines
 from tests.test_sweeps import QUICK
 
 
@@ -230,7 +230,7 @@ def test_an_invalid_on_running_is_a_one_line_config_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["train", *QUICK, "on_running=later", f"paths.root_dir={tmp_path}"])
     assert exit_.value.code == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    lines = message_lines(capsys.readouterr().err)
     assert lines == ["sweeplab: on_running must be one of skip, wait, steal; got 'later'"]
     record = read_record(_run_dir(tmp_path, QUICK))  # recorded as failed, nothing trained
     assert record["status"] == "failed" and "on_running must be one of" in record["error"]
