@@ -158,7 +158,21 @@ def test_task_vector_methods_use_the_base(store):
         extra = [] if method == "fisher" else [f"regime.base={store['base'].name}"]
         regime, _ = _merged(store, method, *extra, "regime.fisher_samples=16")
         assert all(torch.isfinite(v).all() for v in _params(regime).values()), method
-    assert "needs regime.base" in _error(lambda: _merged(store, "ties"))
+    # Without regime.base, the ingredients' shared init_from is the base.
+    inferred, _ = _merged(store, "task_arithmetic", "regime.scaling=0")
+    assert inferred.base_id == store["base"].name and inferred.base_inferred
+    for key, value in _params(inferred).items():
+        torch.testing.assert_close(value, base[key])
+    # ... and an error naming what each run started from when they share none.
+    unshared = _cfg(
+        store,
+        "regime=merge",
+        "regime.method=ties",
+        f"regime.runs=[{store['a'].name},{store['base'].name}]",
+    )
+    message = _error(lambda: build_regime(unshared, ModelInput(1, 8, 8, 8)))
+    assert "\n" not in message and "needs regime.base" in message
+    assert f"{store['base'].name}: none" in message
 
 
 def test_greedy_soup_reads_val_and_train_never_test(store):
@@ -180,6 +194,13 @@ def test_greedy_soup_reads_val_and_train_never_test(store):
     regime.prepare(datamodule)
     assert "val" in touched and "test" not in touched
     assert 1 <= regime.merge_summary["merge/greedy/kept"] <= 2
+    # The kept runs go to the record too, not only to the loggers.
+    made, _ = regime.write_outputs(store["root"] / "unused", None)
+    kept = made["merge/greedy/kept_runs"].split(",")
+    assert len(kept) == made["merge/greedy/kept"] and set(kept) <= {
+        store["a"].name,
+        store["b"].name,
+    }
 
 
 def test_merging_runs_of_other_architectures_or_class_counts_is_a_one_line_error(store):

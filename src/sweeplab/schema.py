@@ -369,6 +369,7 @@ REGIME_RULES: dict[str, Rule] = {
     "regime.bn_samples": positive_int,
     "regime.alphas": list_of(checks.probability, "numbers in [0, 1]"),
     "regime.ensemble_baseline": boolean,
+    "regime.tasks": boolean,
     "regime.sampler": choice(*NAS_SAMPLERS),
     "regime.num_random": non_negative_int,
     "regime.inplace_kd": choice(*INPLACE_KD),

@@ -46,6 +46,8 @@ def source_ensemble_metrics(run_dir: Path, labels: Tensor, n_bins: int = 15) -> 
     regime = config.get("regime") or {}
     if not regime.get(FLAG) or not isinstance(regime.get("runs"), list):
         return {}
+    if regime.get("tasks"):
+        return {}  # heads of different tasks: no output ensemble; the fine-tunes are the baseline
     runs_dir = (config.get("paths") or {}).get("runs_dir")
     logits = []
     for run_id in regime["runs"]:

@@ -25,6 +25,16 @@ heights (:mod:`sweeplab.regimes.interpolation`). It reads test as a diagnostic o
 Beside the merge's own metrics, the evaluation reports the output ensemble of the
 same ingredients (mean probability) under ``merge/ensemble/test/…``
 (:mod:`sweeplab.evaluation.source_ensemble`), the baseline a merge is judged against.
+
+``regime.tasks=true`` declares the ingredients fine-tunes on different tasks (other
+data sets or class subsets): their heads are kept apart and every task is scored
+with its own head on its own test set (:mod:`sweeplab.regimes.merge_tasks`). Without
+it, ingredients of different data are an error, so a multi-task merge is never
+made by accident.
+
+When a task-vector method is given no ``regime.base``, the base is the ingredients'
+shared ``init_from`` (logged, and recorded as ``merge/base_run``); the run id still
+follows from the ingredients' ids, whose records fix that base.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ from sweeplab.augment.base import Mixer
 from sweeplab.models.batchnorm import batchnorm_layers, recompute_batchnorm
 from sweeplab.regimes import interpolation as interp
 from sweeplab.regimes import merge_methods as mm
+from sweeplab.regimes import merge_tasks as tasks_of
 from sweeplab.regimes.base import BackboneFactory, Regime
 from sweeplab.regimes.registry import register_regime
 from sweeplab.tracking.lineage import source_ids
@@ -115,6 +126,8 @@ class Merge(Regime):
         alpha: interpolate: the α whose weights are the checkpoint (fixed, not selected).
         seed: draws DARE's masks, the Fisher's labels and the BatchNorm images.
         ensemble_baseline: report the ingredients' output ensemble (read by the evaluation).
+        tasks: the ingredients are fine-tunes on different tasks, each with its own head
+            (see :mod:`sweeplab.regimes.merge_tasks`).
         runs_dir: the store (``paths.runs_dir``).
         data_json: this run's data config as JSON, checked against the ingredients'.
     """
@@ -147,6 +160,7 @@ class Merge(Regime):
         alpha: float = 0.5,
         seed: int = 0,
         ensemble_baseline: bool = True,
+        tasks: bool = False,
         runs_dir: str | os.PathLike | None = None,
         data_json: str | None = None,
     ) -> None:
@@ -160,11 +174,6 @@ class Merge(Regime):
             raise ValueError(f"regime.ties_keep must be in (0, 1], got {ties_keep}")
         if not 0.0 <= dare_p < 1.0:
             raise ValueError(f"regime.dare_p must be in [0, 1), got {dare_p}")
-        if method in BASE_METHODS and base is None:
-            raise ValueError(
-                f"regime.method={method} needs regime.base=<run>: the run the ingredients were "
-                "fine-tuned from (their init_from)"
-            )
         if method not in BASE_METHODS and base is not None:
             raise ValueError(
                 f"regime.base is used by {', '.join(BASE_METHODS)} only, not by "
@@ -193,20 +202,53 @@ class Merge(Regime):
                 "regime.method=interpolate needs exactly two runs in regime.runs (A and B), "
                 f"got {len(self.run_ids)}: {', '.join(self.run_ids)}"
             )
-        self.base_id = None if base is None else _one(base, store)
+        self.tasks = bool(tasks)
+        if self.tasks and method not in tasks_of.TASK_METHODS:
+            raise ValueError(
+                f"regime.tasks=true merges fine-tunes of different tasks into one backbone, "
+                f"which regime.method={method} does not (it picks or interpolates whole runs "
+                f"on one task's val data); use one of {', '.join(tasks_of.TASK_METHODS)}"
+            )
         self.ingredient_runs = [open_run(run_id, runs_dir) for run_id in self.run_ids]
+        self.base_inferred = method in BASE_METHODS and base is None
+        if self.base_inferred:
+            self.base_id = shared_init_from(self.ingredient_runs, method)
+            log.info(
+                "regime.base not given: using the ingredients' shared init_from %s", self.base_id
+            )
+        else:
+            self.base_id = None if base is None else _one(base, store)
         base_run = None if self.base_id is None else open_run(self.base_id, runs_dir)
         named = self.ingredient_runs + ([base_run] if base_run is not None else [])
         this_data = None if data_json is None else json.loads(data_json)
-        check_mergeable(named, this_data, getattr(backbone, "model_input", None))
+        self.task_names: list[str] = []
+        self.eval_task = 0  # the task whose head the ordinary evaluation uses
+        if self.tasks:
+            self.task_names = tasks_of.task_names(self.ingredient_runs)
+            self.eval_task = tasks_of.matching_task(
+                self.ingredient_runs, self.task_names, this_data
+            )
+        else:
+            check_mergeable(named, this_data, getattr(backbone, "model_input", None))
         # The ingredients stay out of the module tree: only the merge is the checkpoint.
         self.ingredients = [_backbone(run, checkpoint) for run in self.ingredient_runs]
         self.base_model = None if base_run is None else _backbone(base_run, checkpoint)
         models = self.ingredients + ([self.base_model] if self.base_model is not None else [])
+        # A task's head is its own: kept out of the merge (and of the architecture check).
+        self.head_keys = tasks_of.head_keys(self.ingredients[0]) if self.tasks else set()
         mm.check_compatible(
-            [m.state_dict() for m in models], [f"run {run.run_id}" for run in named]
+            [tasks_of.without(m.state_dict(), self.head_keys) for m in models],
+            [f"run {run.run_id}" for run in named],
         )
-        self.backbone = copy.deepcopy(self.ingredients[0])
+        self.backbone = copy.deepcopy(self.ingredients[self.eval_task if self.tasks else 0])
+        if self.tasks:  # every task's head, beside the merge, in the checkpoint
+            self.task_heads = nn.ModuleDict(
+                {
+                    name: copy.deepcopy(model.head)
+                    for name, model in zip(self.task_names, self.ingredients, strict=True)
+                }
+            )
+        self.task_data: list[Any] = []
         self.merge_summary: dict[str, Any] = {}
         self.attach_mixer(mixer, nn.Identity())
 
@@ -229,10 +271,19 @@ class Merge(Regime):
     def prepare(self, datamodule) -> None:
         """Merge the ingredients into ``self.backbone``; reads train (BatchNorm, Fisher)
         and val (greedy soup) only."""
+        from omegaconf import OmegaConf
+
+        from sweeplab.assembly import setup_data
+
         generator = torch.Generator().manual_seed(int(self.seed))
         self._data = datamodule
-        states = [model.state_dict() for model in self.ingredients]
-        params = {key for key, _ in self.backbone.named_parameters()}
+        if self.tasks:  # each task's own data: its Fisher, the BatchNorm mixture, its test
+            self.task_data = [
+                datamodule if index == self.eval_task else setup_data(OmegaConf.create(run.config))
+                for index, run in enumerate(self.ingredient_runs)
+            ]
+        states = [tasks_of.without(m.state_dict(), self.head_keys) for m in self.ingredients]
+        params = {key for key, _ in self.backbone.named_parameters()} - self.head_keys
         if self.method == "greedy":
             merged = self._greedy(states)
         elif self.method == "best":
@@ -242,7 +293,8 @@ class Merge(Regime):
         else:
             merged = mm.uniform_soup(states)  # buffers (and counters) of every method
             merged.update(self._merge_parameters(states, params, generator))
-        self.backbone.load_state_dict(merged)
+        # In tasks mode the head is the evaluated task's own, left as it is.
+        self.backbone.load_state_dict({**self.backbone.state_dict(), **merged})
         if self.bn == "recompute" and self.method not in ("greedy", "best", "interpolate"):
             self._recompute_bn(self.backbone, generator)
         self.backbone.eval()
@@ -254,9 +306,14 @@ class Merge(Regime):
         if self.method == "uniform":
             return mm.uniform_soup(only)
         if self.method == "fisher":
-            images, labels = self._train_sample(self.fisher_samples, generator)
-            target = None if self.fisher_target == "sampled" else labels
-            fishers = [diagonal_fisher(m, images, target, generator) for m in self.ingredients]
+            fishers = []
+            for index, model in enumerate(self.ingredients):
+                # Each model's Fisher on its own task's data (one data set without tasks).
+                data = self.task_data[index] if self.tasks else self._data
+                images, labels = _train_sample(data, self.fisher_samples, generator)
+                target = None if self.fisher_target == "sampled" else labels
+                fisher = diagonal_fisher(model, images, target, generator)
+                fishers.append({k: v for k, v in fisher.items() if k in params})
             return mm.fisher_merge(only, fishers, self.fisher_eps)
         base = {k: v for k, v in self.base_model.state_dict().items() if k in params}
         if self.method == "task_arithmetic":
@@ -333,8 +390,12 @@ class Merge(Regime):
 
         from sweeplab.tracking.layout import INTERPOLATION_FILE
 
+        made = self.record_metrics()
+        if self.tasks and self.task_data:
+            made.update(self.task_metrics())
+            self.task_data = []
         if self.curve is None:
-            return {}, {}
+            return made, {}
         interp.write_curve(Path(run_dir) / INTERPOLATION_FILE, self.curve)
         if plots_dir is not None:
             from sweeplab.evaluation.plots import interpolation_plot
@@ -342,7 +403,8 @@ class Merge(Regime):
             a, b = self.curve["runs"]
             title = f"(1 − α) {a} + α {b}, BatchNorm {self.bn}"
             interpolation_plot(self.curve, Path(plots_dir) / "interpolation.png", title)
-        return interp.barrier_metrics(self.curve), {"interpolation": INTERPOLATION_FILE}
+        made.update(interp.barrier_metrics(self.curve))
+        return made, {"interpolation": INTERPOLATION_FILE}
 
     @torch.no_grad()
     def _split_scores(self, model: nn.Module, split: str) -> dict[str, float]:
@@ -392,16 +454,66 @@ class Merge(Regime):
         return correct / max(labels.shape[0], 1)
 
     def _train_sample(self, count: int, generator) -> tuple[Tensor, Tensor]:
-        images, labels = self._data.split("train")
-        index = torch.randperm(labels.shape[0], generator=generator)[:count]
-        return self._data.preprocess(images[index], train=False), labels[index]
+        return _train_sample(self._data, count, generator)
 
     def _recompute_bn(self, model: nn.Module, generator) -> None:
         if not batchnorm_layers(model):
             return
-        images, _ = self._train_sample(self.bn_samples, generator)
+        if self.tasks:
+            images = tasks_of.mixed_train_images(self.task_data, self.bn_samples, generator)
+        else:
+            images, _ = self._train_sample(self.bn_samples, generator)
         size = int(getattr(self._data, "eval_batch_size", 512))
         recompute_batchnorm(model, images, size)
+
+    def task_metrics(self) -> dict[str, float]:
+        """Every task's test accuracy with the merged backbone and its own head, beside
+        its own fine-tune's on the same samples (``merge/task/…``, ``merge/tasks/…``)."""
+        device = next(self.backbone.parameters()).device
+        merged, finetuned = {}, {}
+        for name, model, data in zip(
+            self.task_names, self.ingredients, self.task_data, strict=True
+        ):
+            merged[name] = tasks_of.test_accuracy(self.backbone, self.task_heads[name], data)
+            model.to(device)
+            finetuned[name] = tasks_of.test_accuracy(model, model.head, data)
+            model.to("cpu")
+        return tasks_of.summarise(merged, finetuned)
+
+    def record_metrics(self) -> dict[str, Any]:
+        """How the merge was made, for the record: the base it took (and whether it was
+        inferred), the greedy soup's kept runs, the best single run."""
+        made: dict[str, Any] = dict(self.merge_summary)
+        if self.base_id is not None:
+            made["merge/base_run"] = self.base_id
+            made["merge/base_inferred"] = float(self.base_inferred)
+        return made
+
+
+def _train_sample(data, count: int, generator) -> tuple[Tensor, Tensor]:
+    """``count`` preprocessed training images of ``data`` and their labels."""
+    images, labels = data.split("train")
+    index = torch.randperm(labels.shape[0], generator=generator)[:count]
+    return data.preprocess(images[index], train=False), labels[index]
+
+
+def shared_init_from(runs: Sequence[Run], method: str) -> str:
+    """The one run every ingredient was started from (``init_from``), as the base of a
+    task-vector method given no ``regime.base``; else a one-line error."""
+    starts = {}
+    for run in runs:
+        value = run.config.get("init_from")
+        ids = list(value) if isinstance(value, list) else []
+        starts[run.run_id] = ids[0] if len(ids) == 1 else None
+    found = set(starts.values())
+    if len(found) == 1 and None not in found:
+        return found.pop()
+    listing = ", ".join(f"{run_id}: {start or 'none'}" for run_id, start in starts.items())
+    raise ValueError(
+        f"regime.method={method} needs regime.base=<run> (the run the ingredients were "
+        f"fine-tuned from), and the ingredients do not share one init_from to take it from "
+        f"({listing}); give regime.base"
+    )
 
 
 def _one(value: Any, runs_dir: str | None) -> str:
@@ -440,7 +552,10 @@ def check_mergeable(runs: Sequence[Run], this_data: dict | None, model_input) ->
         inputs["this run"] = model_input
     if len(set(inputs.values())) > 1:
         listing = "; ".join(f"{key}: {value.describe()}" for key, value in inputs.items())
-        raise ValueError(f"regime.runs: runs of different inputs cannot be merged ({listing})")
+        raise ValueError(
+            f"regime.runs: runs of different inputs cannot be merged ({listing}); fine-tunes "
+            "on different tasks, each with its own head, merge with regime.tasks=true"
+        )
     configs = [run.config for run in runs] + ([{"data": this_data}] if this_data else [])
     differences = data_differences(configs)
     if differences:
@@ -448,5 +563,6 @@ def check_mergeable(runs: Sequence[Run], this_data: dict | None, model_input) ->
         listing = "; ".join(f"{key}: {', '.join(map(str, v))}" for key, v in differences.items())
         raise ValueError(
             f"regime.runs: {', '.join(names)} differ in their data or split ({listing}); "
-            "merge runs of one data set and data.seed, and give this run the same data options"
+            "merge runs of one data set and data.seed, and give this run the same data options "
+            "(or, for fine-tunes on different tasks, set regime.tasks=true)"
         )

@@ -30,6 +30,7 @@ METRIC_PATTERNS = (
     r"val/[\w.@-]+(/[\w.@-]+)*",
     r"ens/[\w.@-]+(/[\w.@-]+)*",
     r"nas/[\w.@-]+(/[\w.@-]+)*",
+    r"merge/[\w.@-]+(/[\w.@-]+)*",
 )
 _METRIC_RE = re.compile("|".join(f"(?:{p})" for p in METRIC_PATTERNS))
 
