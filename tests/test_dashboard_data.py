@@ -160,7 +160,8 @@ def test_index_of_a_thousand_runs_reads_each_record_once(tmp_path):
     assert len(entries) == 1000 and index.reads == 1000
     assert index.refresh() == entries and index.reads == 1000  # nothing changed: nothing reread
     frame = tables.runs_frame(entries)
-    assert len(frame) == 1000 and list(frame.columns[:4]) == ["run_id", "name", "status", "seed"]
+    assert len(frame) == 1000
+    assert list(frame.columns[:4]) == ["run_id", "status", "test/cls/acc", "seed"]
     assert len(filter_runs(entries, where=["seed=3"])) == 200
 
 
@@ -185,8 +186,9 @@ def test_a_default_counts_as_a_value_of_a_varying_key(tmp_path):
 
 def test_runs_frame_has_status_varying_overrides_and_key_metrics(runs_dir):
     frame = tables.runs_frame(scan_store(runs_dir)).set_index("run_id")
-    assert list(frame.columns[:3]) == ["name", "status", "augment"]
-    assert "seed" in frame and "test/cls/acc" in frame and "test/cal/ece" in frame
+    # metrics first, then the settings that differ, then the rest
+    assert list(frame.columns[:5]) == ["status", "test/cls/acc", "test/cal/ece", "augment", "seed"]
+    assert list(frame.columns[5:]) == ["name", "duration_s", "created", "note", "path"]
     assert "ood/near/energy/auroc" not in frame  # no run has it
     assert frame.loc["r2", "augment"] == "mixup" and frame.loc["r2", "test/cls/acc"] == 0.94
     assert frame.loc["fail6", "note"] == "RuntimeError: loss is NaN"

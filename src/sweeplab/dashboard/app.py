@@ -18,18 +18,25 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from sweeplab.dashboard import nas_view, tables
+from sweeplab.dashboard import charts, merge_view, nas_view, sweeps_view, tables
+from sweeplab.dashboard.config_diff import config_diff
 from sweeplab.dashboard.index import StoreIndex
 from sweeplab.evaluation import ensemble_summary
+from sweeplab.evaluation.roc_points import SUFFIX as ROC_SUFFIX
+from sweeplab.evaluation.roc_points import read_roc_points
 from sweeplab.tracking import layout
-from sweeplab.tracking.store import RUN_STATUSES, RunEntry, filter_runs
+from sweeplab.tracking.store import RUN_STATUSES, RunEntry, filter_runs, metric_number
 
-PAGES = ("Runs", "Run", "Compare", "Tables")
+PAGES = ("Runs", "Run", "Compare", "Sweeps", "Diff", "Tables")
 DEFAULT_CURVES = ("val/cls/acc", "val/cls/nll", "train/cls/loss")
 PICK_RUNS = "pick runs"
 RELIABILITY_DEFAULT = ("before", "after_ts")
 LEGEND = alt.Legend(orient="bottom", direction="vertical", labelLimit=600)
 SEEDS = "recipe (average over seeds)"
+ANY = "(any)"
+GRID_HEIGHT = 640  # px: about 18 rows on screen, the rest scrolls inside the grid
+PICTURE_WIDTH = 640  # px: a plot at the size its labels were drawn for
+ROC_SHOWN = 4  # detectors drawn at first: the best by AUROC
 
 
 def _arguments() -> argparse.Namespace:
@@ -46,7 +53,8 @@ def _runs_dir() -> Path:
 
 @st.cache_resource
 def _index(runs_dir: str) -> StoreIndex:
-    return StoreIndex(runs_dir)
+    """Debug runs are indexed too; the sidebar's switch decides whether pages show them."""
+    return StoreIndex(runs_dir, include_debug=True)
 
 
 def _mtime_ns(path: Path) -> int:
@@ -118,13 +126,19 @@ def runs_page(entries: list[RunEntry], runs_dir: Path) -> None:
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     st.caption(f"{len(listed)} of {len(entries)} runs in {runs_dir}: {summary or 'none match'}")
     frame = tables.runs_frame(listed)
+    metrics = [c for c in frame.columns if c in tables.KEY_METRICS]
     event = st.dataframe(
         frame,
         hide_index=True,
+        height=GRID_HEIGHT,
         on_select="rerun",
         selection_mode="single-row",
         key="runs_table",
-        column_config={"path": None, "duration_s": st.column_config.NumberColumn(format="%.1f")},
+        column_config={
+            "path": None,
+            "duration_s": st.column_config.NumberColumn(format="%.1f"),
+            **{m: st.column_config.NumberColumn(format="%.4f") for m in metrics},
+        },
     )
     rows = event.selection.rows if event is not None else []
     if rows:
@@ -162,21 +176,11 @@ def _reliability_chart(series: dict[str, pd.DataFrame]) -> alt.LayerChart | None
     return (diagonal + lines).properties(height=320)
 
 
-def _curves_chart(data: pd.DataFrame, columns: list[str], color: str | None = None):
-    long = data.melt(id_vars=[c for c in ("epoch", color) if c], value_vars=columns)
-    long = long.dropna(subset=["value"])
-    encoding = {
-        "x": alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")),
-        "y": alt.Y("value:Q", title=None),
-        "tooltip": [c for c in ("epoch", color, "variable", "value") if c],
-    }
-    if color:
-        encoding["color"] = alt.Color(f"{color}:N", title=None, legend=LEGEND)
-        if len(columns) > 1:
-            encoding["strokeDash"] = alt.StrokeDash("variable:N", title=None)
-    else:
-        encoding["color"] = alt.Color("variable:N", title=None)
-    return alt.Chart(long).mark_line(point=True).encode(**encoding).properties(height=300)
+def _curve_panels(data: pd.DataFrame, columns: list[str], color: str | None = None) -> None:
+    """Accuracy, loss and any other kind of curve side by side, each on its own y axis."""
+    panels = charts.curve_panels(columns)
+    for slot, (kind, picked) in zip(st.columns(len(panels)), panels.items(), strict=True):
+        slot.altair_chart(charts.curves(data, picked, kind, color), width="stretch")
 
 
 def _members_chart(rows: pd.DataFrame) -> alt.FacetChart:
@@ -426,6 +430,86 @@ def _teacher_section(entry: RunEntry, index: StoreIndex) -> None:
         st.caption("An ensemble teacher: the student's target is the members' mean probability.")
 
 
+def _roc_section(entry: RunEntry) -> set[str]:
+    """Each OOD set's ROC curves for the detectors picked (the best by AUROC at first);
+    returns the stems of the ROC pictures drawn here instead."""
+    files = sorted((entry.path / layout.PLOTS_DIR).glob(f"ood_*{ROC_SUFFIX}"))
+    sets = {path.name[len("ood_") : -len(ROC_SUFFIX)]: read_roc_points(path) for path in files}
+    sets = {name: curves for name, curves in sets.items() if curves}
+    if not sets:
+        return set()
+    st.subheader("OOD: ROC curves")
+    left, right = st.columns([1, 3])
+    chosen = left.selectbox("OOD set", list(sets), key="roc_set")
+    curves = sets[chosen]
+    by_auroc = sorted(curves, key=lambda d: -float(curves[d].get("auroc", 0.0)))
+    shown = right.multiselect(
+        "Detectors (best AUROC first)", by_auroc, default=by_auroc[:ROC_SHOWN], key=f"roc_{chosen}"
+    )
+    if shown:
+        points = pd.concat(
+            [
+                pd.DataFrame(
+                    {
+                        "detector": f"{d} (AUROC {curves[d]['auroc']:.3f})"
+                        if "auroc" in curves[d]
+                        else d,
+                        "fpr": curves[d]["fpr"],
+                        "tpr": curves[d]["tpr"],
+                        "order": range(len(curves[d]["fpr"])),
+                    }
+                )
+                for d in shown
+            ],
+            ignore_index=True,
+        )
+        st.altair_chart(charts.roc(points, f"test vs {chosen}"))
+    return {f"ood_{name}_roc" for name in sets}
+
+
+def _merge_section(entry: RunEntry, index: StoreIndex, known: set[str]) -> None:
+    """A merge's ingredients beside the merge and their output ensemble; an interpolation's
+    curve between its two runs."""
+    if not merge_view.is_merge(entry):
+        return
+    st.subheader(f"Merge: ingredients ({merge_view.method(entry) or 'merge'})")
+    frame = merge_view.ingredients_frame(entry, index.get)
+    numbers = {
+        m: st.column_config.NumberColumn(format="%.4f") for m in merge_view.INGREDIENT_METRICS
+    }
+    st.dataframe(frame.drop(columns=["role"]), hide_index=True, column_config=numbers)
+    notes = []
+    if "kept" in frame:
+        kept = int(frame["kept"].fillna(False).astype(bool).sum())
+        notes.append(f"the greedy soup kept {kept} of {int((frame['role'] == 'ingredient').sum())}")
+    elif merge_view.method(entry) == "greedy":
+        notes.append("the record does not say which ingredients the greedy soup kept")
+    missing = [r for r in frame["run"] if r and r != entry.run_id and r not in known]
+    if missing:
+        notes.append(f"not in this store: {', '.join(missing)}")
+    if notes:
+        st.caption("; ".join(notes).capitalize() + ".")
+    try:
+        curve = merge_view.interpolation(entry.path)
+    except merge_view.InterpolationFileError as exc:
+        st.error(str(exc))
+        return
+    if curve is None:
+        return
+    st.subheader("Merge: interpolation")
+    a, b = [*curve.runs, "A", "B"][:2]
+    for slot, metric in zip(st.columns(2), merge_view.CURVE_METRICS.values(), strict=True):
+        slot.altair_chart(charts.interpolation(curve, metric), width="stretch")
+    at = f"; the checkpoint is α = {curve.alpha:g} (grey rule)" if curve.alpha is not None else ""
+    st.caption(
+        f"(1 − α) · {a} + α · {b}, BatchNorm {curve.bn or 'as merged'}; dashed: the chord "
+        f"between the end points, which the barrier is measured from{at}."
+    )
+    heights = merge_view.barriers(entry.metrics)
+    if not heights.empty:
+        st.dataframe(heights, hide_index=True)
+
+
 def run_page(entries: list[RunEntry], index: StoreIndex) -> None:
     st.header("Run")
     if not entries:
@@ -459,7 +543,7 @@ def run_page(entries: list[RunEntry], index: StoreIndex) -> None:
         defaults = [c for c in DEFAULT_CURVES if c in numeric] or numeric[:1]
         picked = st.multiselect("Curves", numeric, default=defaults, key="run_curves")
         if picked:
-            st.altair_chart(_curves_chart(curves, picked), width="stretch")
+            _curve_panels(curves, picked)
 
     st.subheader("Reliability")
     variants = reliability_of(entry.path)
@@ -472,16 +556,18 @@ def run_page(entries: list[RunEntry], index: StoreIndex) -> None:
         if chart is not None:
             st.altair_chart(chart, width="stretch")
 
+    drawn = _roc_section(entry)
     _members_section(entry.metrics)
+    _merge_section(entry, index, set(ids))
     _nas_section(entry, curves)
 
-    pictures = tables.pictures(entry.path)
+    pictures = [p for p in tables.pictures(entry.path) if p.stem not in drawn]
     st.subheader("Pictures")
     if not pictures:
         st.caption("No plots/*.png.")
     columns = st.columns(2)
     for i, path in enumerate(pictures):
-        columns[i % 2].image(str(path), caption=path.stem, width="stretch")
+        columns[i % 2].image(str(path), caption=path.stem, width=PICTURE_WIDTH)
 
     st.subheader("Metrics")
     families = tables.metric_families(entry.metrics)
@@ -505,11 +591,33 @@ def run_page(entries: list[RunEntry], index: StoreIndex) -> None:
 # --------------------------------------------------------------------------- Compare
 
 
+def _pick(where, label: str, options: list[str], key: str) -> str:
+    """A selectbox that falls back to its first option when its remembered one is gone."""
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = options[0]
+    return where.selectbox(label, options, key=key)
+
+
+def _compare_scope(entries: list[RunEntry]) -> list[RunEntry]:
+    """The runs of the data set and recipe picked (at first the newest complete run's)."""
+    data_sets, recipes = tables.scope_options(entries)
+    left, right = st.columns(2)
+    data = _pick(left, "Data set", [*data_sets, ANY], "compare_data")
+    names = recipes.get(data) if data != ANY else sorted({n for v in recipes.values() for n in v})
+    recipe = _pick(right, "Recipe (run name)", [*(names or []), ANY], "compare_recipe")
+    return tables.in_scope(
+        entries, None if data == ANY else data, None if recipe == ANY else recipe
+    )
+
+
 def compare_page(entries: list[RunEntry]) -> None:
     st.header("Compare")
-    readable = [e for e in entries if e.record is not None]
-    if not readable:
+    if not any(e.record is not None for e in entries):
         st.info("No readable runs yet: launch some with `sweeplab train -m seed=0,1,2`.")
+        return
+    readable = _compare_scope(entries)
+    if not readable:
+        st.caption("No runs of this data set and recipe.")
         return
     keys = tables.varying_keys(readable)
     mode = st.radio("Compare", [PICK_RUNS, SEEDS, *keys], horizontal=True, key="compare_mode")
@@ -523,10 +631,20 @@ def compare_page(entries: list[RunEntry]) -> None:
         among = tables.varying_keys([by_id[i] for i in picked])  # short labels: what differs
         groups = {_label(by_id[i], among): [by_id[i]] for i in picked}
     else:
-        groups = tables.group_runs(readable, None if mode == SEEDS else mode)
+        by = None if mode == SEEDS else mode
+        groups = tables.group_runs(readable, by)
         st.caption(
             ", ".join(f"{label}: {len(members)} run(s)" for label, members in groups.items())
         )
+        pooled = {label: tables.pooled_over(m, by) for label, m in groups.items()}
+        pooled = {label: keys for label, keys in pooled.items() if keys}
+        if pooled:
+            st.warning(
+                "Some groups pool runs that differ in more than the seed: "
+                + "; ".join(f"{label} over {', '.join(k)}" for label, k in pooled.items())
+                + ". Their means mix those settings; group by one of them, or narrow the "
+                "data set and recipe above."
+            )
     if not groups:
         st.caption("Pick at least one run.")
         return
@@ -544,7 +662,7 @@ def compare_page(entries: list[RunEntry]) -> None:
             for label, run_curves in curves.items()
         ]
         data = pd.concat(frames, ignore_index=True)
-        st.altair_chart(_curves_chart(data, [column], color="run"), width="stretch")
+        st.altair_chart(charts.curves(data, [column], column, color="run"), width="stretch")
 
     st.subheader("Reliability")
     variants: dict[str, pd.DataFrame] = {}
@@ -589,6 +707,145 @@ def compare_page(entries: list[RunEntry]) -> None:
         chart = (bars + errors).properties(width=220, height=240).facet(column="metric:N")
         st.altair_chart(chart.resolve_scale(y="independent"))
         st.dataframe(summary, hide_index=True)
+
+
+# --------------------------------------------------------------------------- sweeps
+
+OBJECTIVE = "objective"
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def _sweep_options(runs_dir: str) -> list[sweeps_view.SweepOption]:
+    return sweeps_view.options(Path(runs_dir))
+
+
+def _metric_choice(runs: list[RunEntry], first: list[str]) -> str:
+    available = sorted({m for e in runs for m in e.metrics})
+    preferred = [m for m in (*tables.KEY_METRICS, "val/cls/acc") if m in available]
+    options = [*first, *preferred, *(m for m in available if m not in preferred)]
+    return _pick(st, "Colour by metric", options, "sweep_metric")
+
+
+def _sweep_table(option: sweeps_view.SweepOption, entries: list[RunEntry]):
+    """A sweep's runs as (table, axes keys, metric); None when it has no readable run."""
+    runs = sweeps_view.sweep_runs(option, entries)
+    if not runs:
+        st.caption("None of this sweep's runs is readable in the store (yet).")
+        return None
+    metric = _metric_choice(runs, [])
+    table, keys = sweeps_view.runs_table(runs, [metric])
+    st.caption(f"{len(runs)} runs; axes: the result-changing settings that differ between them.")
+    return table, keys, metric
+
+
+def _study_table(option: sweeps_view.SweepOption, entries: list[RunEntry]):
+    """A study's complete trials as (table, axes keys, metric), with the importances."""
+    study = sweeps_view.load_study(option)
+    view = sweeps_view.study_view(study, entries)
+    if view.trials.empty:
+        st.caption(f"Study {option.study} has no complete trial yet.")
+        return None
+    objective = f"{OBJECTIVE} ({view.metric}, {view.direction})"
+    metric = _metric_choice(list(view.runs.values()), [objective])
+    table = view.trials.copy()
+    table[sweeps_view.RUN] = [
+        r or f"trial {t}" for t, r in zip(table["trial"], table[sweeps_view.RUN], strict=True)
+    ]
+    if metric == objective:
+        table = table.rename(columns={OBJECTIVE: metric})
+    else:
+        table[metric] = [
+            None if (run := view.runs.get(t)) is None else metric_number(run.metrics.get(metric))
+            for t in table["trial"]
+        ]
+    found = sum(bool(r) for r in view.trials[sweeps_view.RUN])
+    st.caption(
+        f"{len(table)} complete trials of study {option.study}; {found} found as runs in this "
+        "store (by the study's base overrides and the trial's parameters)."
+    )
+    st.subheader("Parameter importances")
+    try:
+        scores = sweeps_view.importances(study, view, None if metric == objective else metric)
+    except ValueError as exc:
+        st.caption(f"Optuna cannot compute importances here: {exc}")
+    else:
+        st.altair_chart(charts.importances(scores), width="stretch")
+        st.caption(f"Optuna's fANOVA importances (seed 0) of each parameter for {metric}.")
+    return table, view.params, metric
+
+
+def sweeps_page(entries: list[RunEntry], runs_dir: Path) -> None:
+    """One sweep or study: its runs as parallel coordinates of their settings and a metric."""
+    st.header("Sweeps")
+    found = _sweep_options(str(runs_dir))
+    if not found:
+        st.info(
+            f"No sweeps or Optuna studies in `{runs_dir}` yet: launch a sweep with "
+            "`sweeplab train -m seed=0,1,2 augment=none,mixup` (or `sweeplab table <spec> "
+            "--launch`, named after the spec), or a study with "
+            "`sweeplab search hparams_search=digits_optuna`."
+        )
+        return
+    labels = [o.label for o in found]
+    option = found[labels.index(_pick(st, "Sweep or study", labels, "sweep"))]
+    made = (_sweep_table if option.kind == "sweep" else _study_table)(option, entries)
+    if made is None:
+        return
+    table, keys, metric = made
+    st.subheader("Parallel coordinates")
+    if not keys:
+        st.caption("Its runs do not differ in any result-changing setting: nothing to spread out.")
+    elif table[metric].notna().sum() == 0:
+        st.caption(f"No run of it has {metric}.")
+    else:
+        axes = sweeps_view.parallel_axes(table, keys, metric)
+        st.altair_chart(charts.parallel(axes, metric), width="stretch")
+        st.caption(
+            "One line per run; each axis scaled on its own (numbers low to high, bottom to top; "
+            "words in alphabetical order); colour: " + metric + "."
+        )
+    st.dataframe(
+        table, hide_index=True, column_config={metric: st.column_config.NumberColumn(format="%.4f")}
+    )
+
+
+# --------------------------------------------------------------------------- diff
+
+
+def diff_page(entries: list[RunEntry], index: StoreIndex) -> None:
+    """Two runs' resolved configs, key by key, where they differ."""
+    st.header("Config diff")
+    readable = [e for e in entries if e.record is not None]
+    if len(readable) < 2:
+        st.info("A diff needs two readable runs; this store has " + str(len(readable)) + ".")
+        return
+    ids = [e.run_id for e in readable]
+    for key, default in (("diff_a", ids[-2]), ("diff_b", ids[-1])):
+        wanted = st.query_params.get(key.removeprefix("diff_"))
+        if st.session_state.get(key) not in ids:
+            st.session_state[key] = wanted if wanted in ids else default
+    keys = tables.varying_keys(readable)
+    left, right = st.columns(2)
+    label = lambda i: _label(index.get(i), keys)  # noqa: E731
+    a = left.selectbox("Run A", ids, key="diff_a", format_func=label)
+    b = right.selectbox("Run B", ids, key="diff_b", format_func=label)
+    st.query_params["a"], st.query_params["b"] = a, b
+    every = st.toggle(
+        "Also keys that change no result (paths, loggers, progress bars …)", key="diff_all"
+    )
+    frame = config_diff(index.get(a).config, index.get(b).config, all_keys=every)
+    matters = int(frame["changes results"].sum())
+    if frame.empty:
+        st.success(f"{a} and {b} agree on every config key that can change results.")
+        return
+    st.caption(
+        f"{len(frame)} key{'s' * (len(frame) != 1)} differ; {matters} of them can change results."
+    )
+    st.dataframe(
+        frame.rename(columns={"a": f"A: {a}", "b": f"B: {b}"}),
+        hide_index=True,
+        height=min(GRID_HEIGHT, 38 + 35 * len(frame)),
+    )
 
 
 # --------------------------------------------------------------------------- tables
@@ -643,9 +900,18 @@ def main() -> None:
     st.set_page_config(page_title="sweeplab", layout="wide")
     runs_dir = _runs_dir()
     index = _index(str(runs_dir))
-    entries = index.refresh()
+    everything = index.refresh()
     st.sidebar.title("sweeplab")
-    st.sidebar.caption(f"run store: `{runs_dir}`\n\n{len(entries)} runs")
+    show_debug = st.sidebar.toggle(
+        "Show debug runs",
+        key="show_debug",
+        help="Runs of the debug presets (debug=fdr, limit, overfit) check that a config runs; "
+        "their numbers are no result, so every page leaves them out unless this is on.",
+    )
+    entries = everything if show_debug else [e for e in everything if not e.debug_run]
+    hidden = len(everything) - len(entries)
+    note = f" ({hidden} debug run{'s' * (hidden != 1)} hidden)" if hidden else ""
+    st.sidebar.caption(f"run store: `{runs_dir}`\n\n{len(entries)} runs{note}")
     if "page" not in st.session_state:  # a shared link opens the page it names
         requested = st.query_params.get("page", "Runs")
         st.session_state["page"] = requested if requested in PAGES else "Runs"
@@ -659,6 +925,10 @@ def main() -> None:
         run_page(entries, index)
     elif page == "Compare":
         compare_page(entries)
+    elif page == "Sweeps":
+        sweeps_page(entries, runs_dir)
+    elif page == "Diff":
+        diff_page(entries, index)
     else:
         tables_page(runs_dir)
 

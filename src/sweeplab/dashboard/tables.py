@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from sweeplab.tracking.layout import METRICS_FILE, PLOTS_DIR
 from sweeplab.tracking.metrics_csv import read_metrics_csv
-from sweeplab.tracking.store import MISSING, RunEntry, override_values
+from sweeplab.tracking.run_groups import setting_keys
+from sweeplab.tracking.store import MISSING, RunEntry
 from sweeplab.tracking.store import metric_number as _number
 from sweeplab.tracking.store import setting as store_setting
 
@@ -33,22 +35,50 @@ SEED_KEY = "seed"
 RELIABILITY_FILE = f"{PLOTS_DIR}/reliability_test.json"
 
 
-# --------------------------------------------------------------------------- overrides
+# --------------------------------------------------------------------------- settings
+
+
+def display(value: Any) -> str:
+    """A setting as text, written one way whichever way the run got it.
+
+    An override's text (``[8,16]``) and a config value (the list ``[8, 16]``) of the
+    same setting must read alike in one column, so lists and mappings are parsed
+    and written as ``[8, 16]`` / ``{a: 1}``; scalars keep the text they were given.
+    """
+    if isinstance(value, str):
+        if value[:1] not in ("[", "{"):
+            return value
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(display(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {display(v)}" for k, v in value.items()) + "}"
+    return str(value)
 
 
 def setting(entry: RunEntry, key: str) -> str:
     """The value a run has for ``key`` as text: its override, its group choice, or its config."""
     value = store_setting(entry, key)
-    return "" if value is MISSING else str(value)
+    return "" if value is MISSING else display(value)
 
 
 def varying_keys(entries: Sequence[RunEntry]) -> list[str]:
-    """Override keys whose value differs between the readable runs, in first-seen order."""
+    """The settings that can change results and differ between the readable runs.
+
+    Candidates are the runs' override keys, then their config-group choices (so runs
+    of two ``experiment=`` recipes show that key); keys that change no metric (paths,
+    loggers, progress bars, workers: :func:`~sweeplab.tracking.identity.changes_metrics`)
+    are never shown, since a difference there is no difference in results.
+    """
     readable = [e for e in entries if e.record is not None]
-    keys: list[str] = []
-    for entry in readable:
-        keys.extend(k for k in override_values(entry) if k not in keys)
-    return [k for k in keys if len({setting(e, k) for e in readable}) > 1]
+    return [k for k in setting_keys(readable) if len({setting(e, k) for e in readable}) > 1]
 
 
 # --------------------------------------------------------------------------- runs table
@@ -59,22 +89,24 @@ def present_metrics(entries: Sequence[RunEntry], wanted: Sequence[str] = KEY_MET
 
 
 def runs_frame(entries: Sequence[RunEntry], metrics: Sequence[str] | None = None) -> pd.DataFrame:
-    """One row per run: id, name, status, the varying overrides, key metrics and a note."""
+    """One row per run: id and status, the key metrics, then the settings that differ
+    (:func:`varying_keys`), then name, duration, creation time and a note."""
     keys = varying_keys(entries)
     metrics = present_metrics(entries) if metrics is None else list(metrics)
     rows = []
     for entry in entries:
-        row: dict[str, Any] = {"run_id": entry.run_id, "name": entry.name, "status": entry.status}
-        for key in keys:
-            row[key] = setting(entry, key) if entry.record is not None else None
+        row: dict[str, Any] = {"run_id": entry.run_id, "status": entry.status}
         for metric in metrics:
             row[metric] = _number(entry.metrics.get(metric))
+        for key in keys:
+            row[key] = setting(entry, key) if entry.record is not None else None
+        row["name"] = entry.name
         row["duration_s"] = entry.duration_s
         row["created"] = entry.created
-        row["note"] = entry.problem or entry.error or ""
+        row["note"] = entry.problem or entry.error or ("debug run" if entry.debug_run else "")
         row["path"] = str(entry.path)
         rows.append(row)
-    columns = ["run_id", "name", "status", *keys, *metrics, "duration_s", "created", "note", "path"]
+    columns = ["run_id", "status", *metrics, *keys, "name", "duration_s", "created", "note", "path"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -178,6 +210,42 @@ def group_runs(entries: Sequence[RunEntry], by: str | None = None) -> dict[str, 
     for entry in readable:
         groups.setdefault(group_label(entry, keys), []).append(entry)
     return groups
+
+
+def pooled_over(members: Sequence[RunEntry], by: str | None = None) -> list[str]:
+    """The result-changing settings besides the seed (and ``by``) that differ inside a group:
+    what an average over the group mixes besides seeds, for the page to say."""
+    return [k for k in varying_keys(members) if k not in (by, SEED_KEY)]
+
+
+DATA_KEY = "data"
+
+
+def scope_options(entries: Sequence[RunEntry]) -> tuple[list[str], dict[str, list[str]]]:
+    """The data sets of the readable runs, and the recipes (run names) of each, newest first.
+
+    The Compare page starts on one data set and one recipe, the newest complete run's,
+    because averaging or overlaying runs of different data or models is rarely meant.
+    """
+    recipes: dict[str, list[str]] = {}
+    readable = [(i, e) for i, e in enumerate(entries) if e.record is not None]
+    newest_first = sorted(readable, key=lambda pair: (pair[1].status != "complete", -pair[0]))
+    for _, entry in newest_first:
+        names = recipes.setdefault(setting(entry, DATA_KEY), [])
+        if entry.name not in names:
+            names.append(entry.name)
+    return list(recipes), recipes
+
+
+def in_scope(entries: Sequence[RunEntry], data: str | None, recipe: str | None) -> list[RunEntry]:
+    """The readable runs of one data set and one recipe (``None``: any)."""
+    return [
+        e
+        for e in entries
+        if e.record is not None
+        and (data is None or setting(e, DATA_KEY) == data)
+        and (recipe is None or e.name == recipe)
+    ]
 
 
 def aggregate(groups: dict[str, list[RunEntry]], metrics: Sequence[str]) -> pd.DataFrame:

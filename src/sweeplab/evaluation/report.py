@@ -302,6 +302,7 @@ def _ood(report, val, test, eval_cfg, run_dir: Path, plots: bool, bar=None) -> N
 
 def _ood_plots(report, result, sets, eval_cfg, run_dir: Path) -> None:
     from sweeplab.evaluation.plots import roc_curve_plot, score_histogram
+    from sweeplab.evaluation.roc_points import roc_json_path, write_roc_points
     from sweeplab.metrics.ood import roc_curve
 
     detectors = list(result.scores["id"])
@@ -326,6 +327,13 @@ def _ood_plots(report, result, sets, eval_cfg, run_dir: Path) -> None:
             title=f"ROC: test vs {ood_set.name} ({ood_set.group})",
         )
         report.artifacts[f"plots/ood_{ood_set.name}_roc"] = str(Path(path).relative_to(run_dir))
+        aurocs = {d: report.metrics.get(f"ood/{ood_set.name}/{d}/auroc") for d in detectors}
+        points = write_roc_points(
+            roc_json_path(run_dir / PLOTS_DIR, ood_set.name),
+            curves,
+            {d: a for d, a in aurocs.items() if isinstance(a, float)},
+        )
+        report.artifacts[f"plots/ood_{ood_set.name}_roc_points"] = str(points.relative_to(run_dir))
 
 
 def _shift(report, eval_cfg, run_dir: Path) -> None:
