@@ -488,7 +488,8 @@ def _merge_section(entry: RunEntry, index: StoreIndex, known: set[str]) -> None:
     if missing:
         notes.append(f"not in this store: {', '.join(missing)}")
     if notes:
-        st.caption("; ".join(notes).capitalize() + ".")
+        text = "; ".join(notes)
+        st.caption(text[0].upper() + text[1:] + ".")
     try:
         curve = merge_view.interpolation(entry.path)
     except merge_view.InterpolationFileError as exc:
@@ -839,7 +840,7 @@ def diff_page(entries: list[RunEntry], index: StoreIndex) -> None:
         st.success(f"{a} and {b} agree on every config key that can change results.")
         return
     st.caption(
-        f"{len(frame)} key{'s' * (len(frame) != 1)} differ; {matters} of them can change results."
+        f"{len(frame)} key{'s differ' if len(frame) != 1 else ' differs'}; {matters} of them can change results."
     )
     st.dataframe(
         frame.rename(columns={"a": f"A: {a}", "b": f"B: {b}"}),
