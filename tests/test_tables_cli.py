@@ -247,3 +247,56 @@ def test_cells_made_from_required_runs_wait_for_them(tmp_path: Path, capsys) -> 
     single = table.cell("single", "acc").group.slots
     assert [slot.run_id for slot in single] == [members[0], members[1]]  # the same runs
     assert [s.status for s in single] == ["complete", "complete"]
+
+
+CHAIN = TINY.replace(
+    "seeds: [0, 1]\n",
+    "seeds: [0, 1]\nrequires:\n"
+    "  - {label: base, overrides: [backbone.name=mlp_base], seeds: [0]}\n"
+    "  - label: fine-tunes\n"
+    "    overrides: [backbone.name=mlp_tune, 'init_from=\"name=digits_mlp_base\"']\n"
+    "    seeds: [0, 1]\n",
+).replace(
+    "  - {label: plain, overrides: [augment=none]}\n",
+    "  - label: soup\n    overrides: [regime=merge, 'regime.runs=\"name=digits_mlp_tune\"']\n",
+)
+
+
+def test_launch_sweeps_once_per_level_of_a_chain_of_runs(tmp_path: Path, monkeypatch, capsys):
+    """base → fine-tunes (init_from the base) → a merge of the fine-tunes: three levels,
+    each run's id known only once its sources exist, all trained by one --launch."""
+    import sweeplab.tables.cli as table_cli
+
+    sweeps: list[list[str]] = []
+
+    def fake_launch(plan):  # each job "trains" by writing a complete record
+        sweeps.append(
+            [slot.run_dir.parent.name for launch in plan.launches for slot in launch.slots]
+        )
+        for launch in plan.launches:
+            regime = "merge" if "regime=merge" in launch.overrides else "erm"
+            for slot in launch.slots:
+                slot.run_dir.mkdir(parents=True)
+                record = {
+                    "schema": 1,
+                    "run_id": slot.run_id,
+                    "name": slot.run_dir.parent.name,
+                    "status": "complete",
+                    "config": {"seed": slot.seed},
+                    "choices": {"regime": regime},
+                    "overrides": [*launch.overrides, f"seed={slot.seed}"],
+                    "metrics": {"test/cls/acc": 0.5},
+                }
+                (slot.run_dir / "record.json").write_text(json.dumps(record))
+        return []
+
+    monkeypatch.setattr(table_cli, "_launch", fake_launch)
+    spec = _write(tmp_path / "chain.yaml", CHAIN)
+    assert main([str(spec), "--launch", "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert sweeps == [
+        ["digits_mlp_base"],
+        ["digits_mlp_tune", "digits_mlp_tune"],
+        ["digits_mlp", "digits_mlp"],
+    ]
+    out = capsys.readouterr().out
+    assert "50.0" in out and "n=2" in out

@@ -229,6 +229,29 @@ def _launch(plan: Plan) -> list[str]:
     return []
 
 
+def _launch_until_done(table: Table, plan: Plan, spec: TableSpec, args) -> tuple[Table, list[str]]:
+    """Sweep after sweep until nothing is left to train: runs made from other runs know
+    their run ids only once those exist, so a chain base → fine-tunes → merges takes one
+    sweep per level. Stops at a failure, or when a sweep would train only runs an
+    earlier one already tried (they failed inside it)."""
+    failures: list[str] = []
+    tried: set[str] = set()
+    while True:
+        print(describe_plan(table, plan), file=sys.stderr, flush=True)
+        failures = _launch(plan)
+        tried.update(slot.run_id for launch in plan.launches for slot in launch.slots)
+        table.reload()
+        waiting = [group for group in [*table.required, *table.groups] if group.incomplete]
+        if failures or not waiting:
+            return table, failures
+        # Runs made from other runs know their run ids once those runs exist.
+        table = resolve(spec, args.runs_dir)
+        plan = _plan(table, args)
+        new = {slot.run_id for launch in plan.launches for slot in launch.slots} - tried
+        if not new:
+            return table, failures
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sweeplab table``; 2 for a bad spec or arguments, 1 if runs failed."""
     parser = build_parser()
@@ -269,17 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     failures = []
     if args.launch and plan.launches:
-        print(describe_plan(table, plan), file=sys.stderr, flush=True)
-        failures = _launch(plan)
-        table.reload()
-        if not failures and any(group.incomplete for group in table.groups):
-            # Cells made from other runs know their run ids once those runs exist.
-            table = resolve(spec, args.runs_dir)
-            plan = _plan(table, args)
-            if plan.jobs:
-                print(describe_plan(table, plan), file=sys.stderr, flush=True)
-                failures = _launch(plan)
-                table.reload()
+        table, failures = _launch_until_done(table, plan, spec, args)
 
     print(render(table, args.format))
     if args.compare:
