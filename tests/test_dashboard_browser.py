@@ -22,10 +22,9 @@ import pytest
 
 from sweeplab.dashboard.launch import streamlit_command
 from sweeplab.tracking.identity import compute_run_id
-from sweeplab.tracking.record import new_record, write_record
-from sweeplab.train import execute
+from sweeplab.tracking.record import new_record, now_iso, write_record
 
-from .conftest import FAST, compose_config
+from .conftest import FAST, compose_config, run_cli
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -76,21 +75,27 @@ def _wait_until_serving(url: str, server: subprocess.Popen, seconds: float = 30)
     raise TimeoutError(f"streamlit did not answer on {url}")
 
 
+# A real two-by-two sweep; its last job is the run the Run page is checked on.
+SWEEP = ["regime.optimizer.lr=0.05,0.3", "augment=none,mixup"]
+LAST_JOB = ["regime.optimizer.lr=0.3", "augment=mixup"]
+
+
 @pytest.fixture(scope="module")
 def fixture_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A real short run, a copy of it posing as its seed=1 twin, a running run, a corrupt record."""
+    """A real 2 × 2 sweep of short runs (``sweeplab train -m``), a copy of its last run posing
+    as that run's seed=1 twin, a running run, a corrupt record."""
     root = tmp_path_factory.mktemp("store")
     overrides = [*FAST, "eval.shift.severities=[1]"]
-    cfg = compose_config(
-        [f"paths.root_dir={root}", "trainer.enable_progress_bar=false", *overrides]
-    )
+    command = ["train", "-m", *SWEEP, *overrides, f"paths.root_dir={root}"]
+    result = run_cli(command, cwd=root, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    cfg = compose_config([f"paths.root_dir={root}", *overrides, *LAST_JOB])
     run_dir = root / "runs" / str(cfg.name) / compute_run_id(cfg)
-    outcome = execute(cfg, run_dir, overrides=overrides)
-    assert outcome.status == "complete", outcome.error
+    assert json.loads((run_dir / "record.json").read_text())["status"] == "complete"
     twin = run_dir.with_name("5eed00000001")
     shutil.copytree(run_dir, twin, ignore=shutil.ignore_patterns("checkpoints", "eval_cache"))
     record = json.loads((twin / "record.json").read_text())
-    record.update(run_id=twin.name, overrides=[*overrides, "seed=1"])
+    record.update(run_id=twin.name, overrides=[*overrides, *LAST_JOB, "seed=1"], created=now_iso())
     record["config"]["seed"] = 1
     record["metrics"] = {k: v * 0.95 for k, v in record["metrics"].items()}
     write_record(twin, record)
@@ -185,10 +190,10 @@ def test_runs_page_lists_every_run(dashboard, fixture_store, browser, tmp_path):
     _, run_id = fixture_store
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(dashboard, timeout=TIMEOUT_MS)
-    page.wait_for_selector("text=4 of 4 runs", timeout=TIMEOUT_MS)
+    page.wait_for_selector("text=7 of 7 runs", timeout=TIMEOUT_MS)
     page.wait_for_selector("[data-testid='stDataFrame']", timeout=TIMEOUT_MS)
-    text = _main_text(page, "1 running", "2 complete", "1 unreadable")
-    assert "1 running" in text and "2 complete" in text and "1 unreadable" in text
+    text = _main_text(page, "1 running", "5 complete", "1 unreadable")
+    assert "1 running" in text and "5 complete" in text and "1 unreadable" in text
     page.get_by_text("1 unreadable run(s)").click()
     page.wait_for_selector("text=not readable as JSON", timeout=TIMEOUT_MS)
     # The grid draws on a canvas; its accessible copy of the cells carries the run ids.
@@ -248,6 +253,53 @@ def test_compare_page_overlays_runs(dashboard, fixture_store, browser, tmp_path)
         timeout=TIMEOUT_MS,
     )
     _screenshot(page, tmp_path, "compare")
+    page.close()
+
+
+CHARTS_DRAWN = (
+    "n => document.querySelectorAll(\"[data-testid='stVegaLiteChart'] canvas, "
+    "[data-testid='stVegaLiteChart'] svg\").length >= n"
+)
+
+
+def _grid_text(page, *expected: str) -> None:
+    """Wait until the (canvas-drawn) grid's accessible copy holds every ``expected`` string."""
+    page.wait_for_function(
+        "needles => { const g = document.querySelector(\"[data-testid='stDataFrame']\");"
+        " const t = g && (g.innerText + (g.querySelector('table')?.textContent || ''));"
+        " return t && needles.every(n => t.includes(n)); }",
+        arg=list(expected),
+        timeout=TIMEOUT_MS,
+    )
+
+
+def test_sweeps_page_draws_the_sweep_as_parallel_coordinates(
+    dashboard, fixture_store, browser, tmp_path
+):
+    _, run_id = fixture_store
+    page = browser.new_page(viewport={"width": 1400, "height": 1400})
+    page.goto(f"{dashboard}/?page=Sweeps", timeout=TIMEOUT_MS)
+    page.wait_for_selector("h3:has-text('Parallel coordinates')", timeout=TIMEOUT_MS)
+    page.wait_for_function(CHARTS_DRAWN, arg=1, timeout=TIMEOUT_MS)
+    text = _main_text(page, "4 runs; axes", "colour: test/cls/acc")
+    assert "4 runs; axes" in text and "(1 run" not in text
+    # the axes are the two swept keys and the metric; the grid lists the sweep's runs
+    _grid_text(page, run_id, "augment", "regime.optimizer.lr")
+    chart = page.locator("[data-testid='stVegaLiteChart']").first
+    assert chart.bounding_box()["height"] > 300
+    _screenshot(page, tmp_path, "sweeps")
+    page.close()
+
+
+def test_diff_page_shows_the_keys_two_runs_differ_in(dashboard, fixture_store, browser, tmp_path):
+    _, run_id = fixture_store
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{dashboard}/?page=Diff&a={run_id}&b=5eed00000001", timeout=TIMEOUT_MS)
+    page.wait_for_selector("h2:has-text('Config diff')", timeout=TIMEOUT_MS)
+    text = _main_text(page, "1 key differs; 1 of them can change results")
+    assert "1 key differs; 1 of them can change results" in text
+    _grid_text(page, "seed", f"A: {run_id}", "B: 5eed00000001")
+    _screenshot(page, tmp_path, "diff")
     page.close()
 
 

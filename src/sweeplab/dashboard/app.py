@@ -35,7 +35,8 @@ LEGEND = alt.Legend(orient="bottom", direction="vertical", labelLimit=600)
 SEEDS = "recipe (average over seeds)"
 ANY = "(any)"
 GRID_HEIGHT = 640  # px: about 18 rows on screen, the rest scrolls inside the grid
-PICTURE_WIDTH = 640  # px: a plot at the size its labels were drawn for
+NARROW_PICTURE = 460  # px: plots this wide or less go two to a row
+WIDE_PICTURE = 960  # px: wider plots are shrunk to the page
 ROC_SHOWN = 4  # detectors drawn at first: the best by AUROC
 
 
@@ -430,6 +431,29 @@ def _teacher_section(entry: RunEntry, index: StoreIndex) -> None:
         st.caption("An ensemble teacher: the student's target is the members' mean probability.")
 
 
+def _pictures(paths: list[Path]) -> None:
+    """Each plot at the pixel width it was drawn for: narrow ones two to a row, wide ones
+    alone; only a plot wider than the page is shrunk to fit."""
+    narrow: list[Path] = []
+
+    def flush() -> None:
+        for slot, path in zip(st.columns(2), narrow, strict=False):
+            slot.image(str(path), caption=path.stem, width=tables.png_width(path) or "stretch")
+        narrow.clear()
+
+    for path in paths:
+        width = tables.png_width(path)
+        if width is not None and width <= NARROW_PICTURE:
+            narrow.append(path)
+            if len(narrow) == 2:
+                flush()
+            continue
+        flush()
+        fits = width is not None and width <= WIDE_PICTURE
+        st.image(str(path), caption=path.stem, width=width if fits else "stretch")
+    flush()
+
+
 def _roc_section(entry: RunEntry) -> set[str]:
     """Each OOD set's ROC curves for the detectors picked (the best by AUROC at first);
     returns the stems of the ROC pictures drawn here instead."""
@@ -463,7 +487,7 @@ def _roc_section(entry: RunEntry) -> set[str]:
             ],
             ignore_index=True,
         )
-        st.altair_chart(charts.roc(points, f"test vs {chosen}"))
+        st.altair_chart(charts.roc(points, f"test vs {chosen}"), width="content")
     return {f"ood_{name}_roc" for name in sets}
 
 
@@ -566,9 +590,7 @@ def run_page(entries: list[RunEntry], index: StoreIndex) -> None:
     st.subheader("Pictures")
     if not pictures:
         st.caption("No plots/*.png.")
-    columns = st.columns(2)
-    for i, path in enumerate(pictures):
-        columns[i % 2].image(str(path), caption=path.stem, width=PICTURE_WIDTH)
+    _pictures(pictures)
 
     st.subheader("Metrics")
     families = tables.metric_families(entry.metrics)

@@ -66,7 +66,13 @@ def roc(points: pd.DataFrame, title: str) -> alt.LayerChart:
         .encode(
             x=alt.X("fpr:Q", scale=alt.Scale(domain=[0, 1]), title="FPR (ID flagged OOD)"),
             y=alt.Y("tpr:Q", scale=alt.Scale(domain=[0, 1]), title="TPR (OOD flagged)"),
-            color=alt.Color("detector:N", title=None, legend=LEGEND, sort=None),
+            color=alt.Color(
+                "detector:N",
+                title=None,
+                legend=LEGEND,
+                sort=None,
+                scale=alt.Scale(scheme="category10"),
+            ),
             order="order:Q",
             tooltip=[
                 "detector",

@@ -191,6 +191,22 @@ def pictures(run_dir: Path) -> list[Path]:
     return sorted((Path(run_dir) / PLOTS_DIR).glob("*.png"))
 
 
+def png_width(path: Path) -> int | None:
+    """A PNG's width in pixels, from its header (None if it is not a readable PNG).
+
+    The plots are drawn for their pixel size; shown stretched or shrunk, their labels
+    stop being legible, so the page lays them out by this width.
+    """
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(24)
+    except OSError:
+        return None
+    if len(header) < 24 or header[:8] != b"\x89PNG\r\n\x1a\n" or header[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(header[16:20], "big")
+
+
 # --------------------------------------------------------------------------- groups
 
 
