@@ -193,9 +193,9 @@ def backbone_overrides(option: str) -> list[str]:
     return [f"backbone={option}", *BACKBONE_REQUIRED.get(option, [])]
 
 
-# Regimes built from finished runs need a store; tests/test_ensembles.py, test_distill.py
-# and test_merge.py cover them.
-FROM_RUNS = ("ensemble_from_runs", "distill", "merge")
+# Regimes built from finished runs need a store; tests/test_ensembles.py, test_distill.py,
+# test_merge.py and test_nas.py (inherit) cover them.
+FROM_RUNS = ("ensemble_from_runs", "distill", "merge", "inherit")
 TRAINED_REGIMES = [o for o in options("regime") if o not in FROM_RUNS]
 
 

@@ -231,3 +231,44 @@ def test_rank_trains_nothing_itself_and_reports_every_scorer(supernet_store, cap
         assert scorer in printed
     data = json.loads((nas.run.path / "nas" / "ranking.json").read_text())
     assert data["archs"] == archs and len(data["standalone_val_acc"]) == 3
+
+
+def test_sweeplab_eval_of_a_subnet_is_a_run_of_the_weights_it_inherits(supernet_store, capsys):
+    from sweeplab import evaluate
+    from sweeplab.regimes.loading import load_model
+    from sweeplab.tracking.runs import open_run
+
+    store, run_id = supernet_store
+    nas = SupernetRun.open(run_id, store / "runs")
+    arch = "d1w0.5k3-d2w1k5"
+    args = ["run=" + run_id, f"subnet={arch}", f"paths.root_dir={store}"]
+    assert evaluate.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "evaluated as a new run" in printed and "test/cls/acc" in printed
+    runs = [r for r in (store / "runs" / "digits_subnet").iterdir() if r.is_dir()]
+    inherited = open_run(runs[0])
+    assert len(runs) == 1 and inherited.record["sources"] == [run_id]
+    metrics = inherited.record["metrics"]
+    assert metrics["train/steps"] == 0 and {"test/cls/acc", "ood/near/msp/auroc"} <= set(metrics)
+    # its val accuracy is the search's score of it: the same weights and BatchNorm images
+    score = nas.scorer()(nas.supernet.space.decode(arch))
+    assert metrics["val/cls/acc"] == pytest.approx(score, abs=1e-6)
+    # every weight is the supernet's, cropped; only the BatchNorm statistics are its own
+    state = load_model(inherited).backbone.state_dict()
+    cropped = nas.supernet.subnet_state(arch)
+    for key, value in state.items():
+        if key.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            continue
+        torch.testing.assert_close(value, cropped[key], rtol=0, atol=0)
+    means = [k for k in state if k.endswith("running_mean")]
+    assert any(not torch.equal(state[k], cropped[k]) for k in means)
+    # asked again, it is found, and eval overrides re-evaluate that same run
+    assert evaluate.main([*args, "eval.calibration.n_bins=10"]) == 0
+    assert "its run in the store" in capsys.readouterr().out
+    assert open_run(runs[0]).record["config"]["eval"]["calibration"]["n_bins"] == 10
+    # bad input: an architecture outside the space, a run that is not a supernet
+    assert evaluate.main(["run=" + run_id, "subnet=d3w1k3-d1w1k3", f"paths.root_dir={store}"]) == 1
+    err = capsys.readouterr().err
+    assert "stage 1 depth 3 is not one of [1, 2] of supernet" in err
+    assert evaluate.main(["run=" + runs[0].name, f"subnet={arch}", f"paths.root_dir={store}"]) == 1
+    assert "has regime=inherit; give a run of regime=supernet" in capsys.readouterr().err

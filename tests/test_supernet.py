@@ -266,3 +266,22 @@ def test_a_supernet_run_trains_evaluates_its_largest_subnet_and_logs_the_smalles
     model = load_model(supernet_run)
     assert isinstance(model.backbone, Supernet)
     assert model.backbone.arch == model.backbone.space.largest()
+
+
+def test_an_inherited_subnet_scores_under_its_bn_policy_and_needs_a_source():
+    from sweeplab.models.subnet_scoring import predict
+    from sweeplab.regimes.inherited import InheritedSubnet
+
+    net = trained_statistics(supernet())
+    arch = "d1w0.5k3-d2w1k5"
+    x = torch.randn(32, 1, 8, 8)
+    for policy in ("recalibrate", "batch"):
+        regime = InheritedSubnet(net.extract(arch), bn_policy=policy).eval()
+        logits, features = regime.predict_eval(x)
+        expected = predict(net.extract(arch).eval(), x, policy)
+        torch.testing.assert_close(logits[:, 0], expected, rtol=0, atol=1e-6)
+        assert features.shape[:2] == (32, 1)
+    with pytest.raises(ValueError, match="needs init_from=<supernet run>"):
+        InheritedSubnet(net.extract(arch)).prepare(None)
+    with pytest.raises(ValueError, match=r"use backbone=subnet backbone\.arch=<arch>"):
+        InheritedSubnet(net)

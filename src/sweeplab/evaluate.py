@@ -41,6 +41,12 @@ Only eval keys may be overridden, e.g.
 The metrics this does not recompute stay in the record (the first command adds knn
 and vim beside the other detectors), and the record's config.eval lists the union.
 --replace  drop the record's evaluation metrics first: it then holds only these.
+
+A subnet of a supernet run, with the weights it inherits (e.g. one nas search found):
+  sweeplab eval run=<supernet run> subnet=d1w0.5k3-d2w1k3-d1w1k5 [--bn-policy batch]
+makes it a run of the store (regime=inherit: BatchNorm recalibrated as the search
+scores it, nothing trained) and evaluates it the ordinary way; asked again, it
+re-evaluates that run with the eval overrides given.
 A run id is looked up in the run store: paths.runs_dir=… if given, else $SWEEPLAB_RUNS_DIR,\nelse $SWEEPLAB_HOME/runs, else ./runs.
 """
 
@@ -235,15 +241,20 @@ def evaluate_run(run_dir: Path, overrides: list[str], replace: bool = False) -> 
 
 
 def _summary(record: dict[str, Any]) -> str:
-    metrics = record["metrics"]
-    lines = [f"run {record['run_id']} re-evaluated ({record['eval_duration_s']:.1f} s)"]
-    for key in ("test/cls/acc", "test/cal/ece", "test/cal/ece_ts", "shift/mean/acc"):
+    header = f"run {record['run_id']} re-evaluated ({record['eval_duration_s']:.1f} s)"
+    return "\n".join([header, *_metric_lines(record["metrics"])])
+
+
+def _metric_lines(metrics: dict[str, Any], keys=("test/cls/acc",)) -> list[str]:
+    """The headline metrics of an evaluation, one indented line each."""
+    lines = []
+    for key in (*keys, "test/cal/ece", "test/cal/ece_ts", "shift/mean/acc"):
         if key in metrics:
             lines.append(f"  {key:<24} {metrics[key]:.4f}")
     for key in sorted(k for k in metrics if k.startswith(("ood/near/", "ood/far/"))):
         if key.endswith("/auroc"):
             lines.append(f"  {key:<24} {metrics[key]:.4f}")
-    return "\n".join(lines)
+    return lines
 
 
 def main(args: list[str]) -> int:
@@ -253,6 +264,9 @@ def main(args: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     replace = "--replace" in args
     args = [a for a in args if a != "--replace"]
+    bn_policy, args = _take_option(args, "--bn-policy")
+    subnets = [a.partition("=")[2] for a in args if a.startswith("subnet=")]
+    args = [a for a in args if not a.startswith("subnet=")]
     specs = [a for a in args if a.startswith("run=")]
     overrides = [a for a in args if not a.startswith("run=")]
     flags = [a for a in overrides if a.startswith("-")]
@@ -263,6 +277,8 @@ def main(args: list[str]) -> int:
         print(f"sweeplab eval: give exactly one run=<dir|id>\n\n{USAGE}", file=sys.stderr)
         return 2
     runs_dir = runs_dir_from_overrides(overrides)
+    if subnets or bn_policy is not None:
+        return _evaluate_subnet(specs[0].partition("=")[2], subnets, bn_policy, overrides, replace)
     try:
         run_dir = find_run(specs[0].partition("=")[2], runs_dir)
         record = evaluate_run(run_dir, overrides, replace=replace)
@@ -273,4 +289,52 @@ def main(args: list[str]) -> int:
         print(f"sweeplab eval: {exc}", file=sys.stderr)
         return 1
     print(_summary(record))
+    return 0
+
+
+def _take_option(args: list[str], option: str) -> tuple[str | None, list[str]]:
+    """The value of ``option value`` (or ``option=value``) in ``args``, and the rest."""
+    for i, arg in enumerate(args):
+        if arg == option and i + 1 < len(args):
+            return args[i + 1], args[:i] + args[i + 2 :]
+        if arg.startswith(option + "="):
+            return arg.partition("=")[2], args[:i] + args[i + 1 :]
+    return None, args
+
+
+def _evaluate_subnet(
+    spec: str, subnets: list[str], bn_policy: str | None, overrides: list[str], replace: bool
+) -> int:
+    """``subnet=<arch>``: a supernet's subnet evaluated as a run of its own."""
+    from sweeplab.models.subnet_scoring import BN_POLICIES
+    from sweeplab.nas.inherited_eval import InheritedEvalError, evaluate_inherited
+
+    problem = None
+    if len(subnets) != 1 or not subnets[0]:
+        problem = "give exactly one subnet=<arch> (an architecture sweeplab nas search printed)"
+    elif bn_policy is not None and bn_policy not in BN_POLICIES:
+        problem = f"--bn-policy must be one of {', '.join(BN_POLICIES)}, got {bn_policy!r}"
+    elif replace:
+        problem = "--replace does not apply to subnet=: the subnet's run is evaluated afresh"
+    bad = [o for o in overrides if not _is_eval_override(o)]
+    if problem is None and bad:
+        problem = f"subnet= takes only eval (and paths) overrides besides run=, got {bad}"
+    if problem is not None:
+        print(f"sweeplab eval: {problem}\n\n{USAGE}", file=sys.stderr)
+        return CONFIG_ERROR_EXIT
+    runs_dir = runs_dir_from_overrides(overrides)
+    try:
+        run_dir, record, launched = evaluate_inherited(
+            spec, subnets[0], overrides, bn_policy, runs_dir
+        )
+    except EvalConfigError as exc:
+        print(f"sweeplab: {exc}", file=sys.stderr)
+        return CONFIG_ERROR_EXIT
+    except (EvalError, InheritedEvalError) as exc:
+        print(f"sweeplab eval: {exc}", file=sys.stderr)
+        return 1
+    how = "evaluated as a new run" if launched else "its run in the store"
+    supernet = ", ".join(record.get("sources") or [])
+    print(f"subnet {subnets[0]} of supernet {supernet} (inherited weights): {how}, {run_dir}")
+    print("\n".join(_metric_lines(record.get("metrics") or {}, ("val/cls/acc", "test/cls/acc"))))
     return 0

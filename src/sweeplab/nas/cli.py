@@ -24,6 +24,7 @@ from sweeplab.files import atomic_write_text
 from sweeplab.models.search_space import encode
 from sweeplab.models.subnet_scoring import BN_POLICIES
 from sweeplab.nas import ranking
+from sweeplab.nas.inherited_eval import eval_command
 from sweeplab.nas.plots import pareto_plot, ranking_plot
 from sweeplab.nas.proxies import PROXIES
 from sweeplab.nas.search import (
@@ -150,6 +151,11 @@ def search(nas: SupernetRun, budgets: list[Budget], args) -> dict[str, Any]:
                 "command_from_supernet": _train_command(
                     nas.subnet_overrides(r["best"].arch, [f"init_from={nas.run.run_id}"])
                 ),
+                "eval_command": eval_command(
+                    nas.run.run_id,
+                    r["best"].arch,
+                    None if scorer.policy == nas.regime.bn_policy else scorer.policy,
+                ),
             }
             for r in results
         ],
@@ -191,6 +197,7 @@ def _print_search(data: dict[str, Any]) -> None:
             f"  {entry['budget']}: {best['arch']}  val acc {best['val_acc']:.4f}  "
             f"{best['flops'] / 1e6:.3g} MFLOPs  {best['params']:,} params"
         )
+        print(f"    evaluate it with inherited weights: {entry['eval_command']}")
         print(f"    train it standalone: {entry['command']}")
     print(f"  Pareto front: {len(data['pareto'])} of {len(data['candidates'])} subnets")
 

@@ -86,6 +86,10 @@ class Regime(pl.LightningModule):
 
     #: False for regimes that are complete when built (merges, ensembles of runs).
     trains: ClassVar[bool] = True
+    #: True for a regime that does not train but starts from ``init_from``'s weights.
+    starts_from_run: ClassVar[bool] = False
+    #: The run id ``init_from`` loaded this regime's weights from, once it has.
+    init_source: str | None = None
     registered_name: ClassVar[str] = ""
     #: What the model was built for (a :class:`sweeplab.assembly.ModelInput`), set on assembly.
     model_input = None

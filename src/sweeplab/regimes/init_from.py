@@ -120,7 +120,7 @@ def apply_init_from(
 
     if head not in HEAD_CHOICES:
         raise ValueError(f"init_from_head must be one of {', '.join(HEAD_CHOICES)}, got {head!r}")
-    if not regime.trains:
+    if not (regime.trains or regime.starts_from_run):
         raise ValueError(
             f"init_from does not apply to regime={regime.regime_name}, which does not train; "
             "drop init_from (its sources are set by regime.runs)"
@@ -148,6 +148,7 @@ def apply_init_from(
             source_classes,
             this_classes,
         )
+    regime.init_source = run_id
     state = "re-initialised" if reinit else "kept"
     log.info("initialised %d model(s) from run %s (head %s)", len(targets), run_id, state)
     return run_id

@@ -62,6 +62,16 @@ def calibration_images(datamodule, count: int, seed: int) -> Tensor:
     return datamodule.preprocess(images[index], train=False)
 
 
+def calibration_count(value) -> int:
+    """``regime.bn_calibration_images``, checked: a positive count of at most 2,000."""
+    count = checks.positive_int("regime.bn_calibration_images", value)
+    if count > MAX_CALIBRATION_IMAGES:
+        raise ValueError(
+            f"regime.bn_calibration_images must be at most {MAX_CALIBRATION_IMAGES}, got {count}"
+        )
+    return count
+
+
 @register_regime("supernet")
 class SupernetTraining(Regime):
     """A weight-shared supernet, trained by uniform or sandwich sampling with in-place KD."""
@@ -107,12 +117,7 @@ class SupernetTraining(Regime):
             )
         self.ratio_clip = checks.positive("regime.ratio_clip", ratio_clip)
         self.bn_policy = checks.one_of("regime.bn_policy", bn_policy, BN_POLICIES)
-        count = checks.positive_int("regime.bn_calibration_images", bn_calibration_images)
-        if count > MAX_CALIBRATION_IMAGES:
-            raise ValueError(
-                f"regime.bn_calibration_images must be at most {MAX_CALIBRATION_IMAGES}, got {count}"
-            )
-        self.bn_calibration_images = count
+        self.bn_calibration_images = calibration_count(bn_calibration_images)
         self.full_epochs = checks.non_negative_int("regime.full_epochs", full_epochs)
         self.sort_channels = checks.boolean("regime.sort_channels", sort_channels)
         if self.sort_channels and self.full_epochs == 0:
