@@ -11,7 +11,10 @@ default evaluation (about 360 per run) and a ``metrics.csv``, written by
 - ``apptest warm``: the script run of a second visitor (the index is cached);
 - ``browser``: from ``page.goto`` to the grid showing its first run id in headless
   Chromium against ``sweeplab dashboard``'s Streamlit server, the page a person sees
-  (skipped without /usr/bin/chromium or Playwright).
+  (skipped without /usr/bin/chromium or Playwright); beside it, the same measure on a
+  bare Streamlit page with the Runs page's widgets and the same 1,000-row table,
+  prepared beforehand and served the same way: what Streamlit's page, scripts and
+  grid cost on this machine, so the difference is what the dashboard's own work adds.
 
     python benchmarks/dashboard_first_paint.py            # 1,000 runs, 3 rounds
     python benchmarks/dashboard_first_paint.py --runs 200 --no-browser
@@ -138,7 +141,36 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def browser_paints(runs_dir: Path, first_id: str, rounds: int) -> list[float] | None:
+BARE_PAGE = """
+import pandas as pd
+import streamlit as st
+
+st.set_page_config(page_title="bare", layout="wide")
+st.sidebar.title("sweeplab")
+st.sidebar.toggle("Show debug runs", key="show_debug")
+st.sidebar.caption("run store")
+st.sidebar.radio("Page", ["Runs", "Run", "Compare", "Sweeps", "Diff", "Tables"], key="page")
+st.sidebar.button("Reload")
+st.header("Runs")
+left, right = st.columns([3, 1])
+left.text_input("Filter", key="filters")
+right.multiselect("Status", ["running", "complete", "failed", "unreadable"], key="statuses")
+st.caption("1000 of 1000 runs")
+frame = pd.read_pickle(FRAME)
+st.dataframe(frame, hide_index=True, height=640, on_select="rerun",
+             selection_mode="single-row", key="runs_table")
+st.caption("Select a row to open the run.")
+"""
+
+
+def bare_command(script: Path, port: int) -> list[str]:
+    """The bare page, served with the dashboard's Streamlit options."""
+    command = streamlit_command(Path("."), "127.0.0.1", port)
+    command[command.index("run") + 1] = str(script)
+    return command[: command.index("--")]
+
+
+def browser_paints(command: list[str], port: int, first_id: str, rounds: int) -> list[float] | None:
     """Seconds from ``goto`` to the grid showing ``first_id``: a fresh server's first visitor,
     then ``rounds - 1`` new visitors of the same server."""
     try:
@@ -147,8 +179,6 @@ def browser_paints(runs_dir: Path, first_id: str, rounds: int) -> list[float] | 
         return None
     if not CHROMIUM.exists():
         return None
-    port = _free_port()
-    command = streamlit_command(runs_dir, "127.0.0.1", port)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
@@ -204,16 +234,23 @@ def main() -> None:
         )
         if args.no_browser:
             return
+        from sweeplab.dashboard.tables import runs_frame
         from sweeplab.tracking.store import scan_store
 
-        first_id = scan_store(runs_dir)[0].run_id
-        paints = browser_paints(runs_dir, first_id, args.rounds + 1)
-        if paints is None:
-            print("browser: skipped (no Chromium or Playwright)")
-            return
-        print(f"browser cold (fresh server's first visitor): {paints[0]:.2f} s")
-        print(f"browser warm (new visitor, median of {args.rounds}): "
-              f"{statistics.median(paints[1:]):.2f} s")  # fmt: skip
+        entries = scan_store(runs_dir)
+        first_id = entries[0].run_id
+        runs_frame(entries).to_pickle(Path(tmp) / "frame.pkl")
+        bare = Path(tmp) / "bare.py"
+        bare.write_text(BARE_PAGE.replace("FRAME", repr(str(Path(tmp) / "frame.pkl"))))
+        port = _free_port()
+        runs_page = streamlit_command(runs_dir, "127.0.0.1", port)
+        for label, command in (("Runs page", runs_page), ("bare page", bare_command(bare, port))):
+            paints = browser_paints(command, port, first_id, args.rounds + 1)
+            if paints is None:
+                print("browser: skipped (no Chromium or Playwright)")
+                return
+            print(f"browser, {label}: cold (fresh server's first visitor) {paints[0]:.2f} s, "
+                  f"warm (new visitor, median of {args.rounds}) {statistics.median(paints[1:]):.2f} s")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -100,7 +100,14 @@ def _open_run(run_id: str) -> None:
 # --------------------------------------------------------------------------- Runs
 
 
-def runs_page(entries: list[RunEntry], runs_dir: Path) -> None:
+@st.cache_data(max_entries=64, show_spinner=False)
+def _runs_frame(runs_dir: str, version: int, shown: tuple[str, ...], _listed: list[RunEntry]):
+    """The runs table, built once per store version and listing (``shown``: the run
+    paths), so a new visitor or a rerun reuses it instead of reading every record again."""
+    return tables.runs_frame(_listed)
+
+
+def runs_page(entries: list[RunEntry], runs_dir: Path, version: int) -> None:
     st.header("Runs")
     if not entries:
         st.info(
@@ -126,7 +133,7 @@ def runs_page(entries: list[RunEntry], runs_dir: Path) -> None:
     counts = {s: sum(e.status == s for e in listed) for s in RUN_STATUSES}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     st.caption(f"{len(listed)} of {len(entries)} runs in {runs_dir}: {summary or 'none match'}")
-    frame = tables.runs_frame(listed)
+    frame = _runs_frame(str(runs_dir), version, tuple(str(e.path) for e in listed), listed)
     metrics = [c for c in frame.columns if c in tables.KEY_METRICS]
     event = st.dataframe(
         frame,
@@ -943,7 +950,7 @@ def main() -> None:
     if st.sidebar.button("Reload"):
         st.rerun()
     if page == "Runs":
-        runs_page(entries, runs_dir)
+        runs_page(entries, runs_dir, index.version)
     elif page == "Run":
         run_page(entries, index)
     elif page == "Compare":
