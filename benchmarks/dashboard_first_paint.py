@@ -119,14 +119,14 @@ def build_store(root: Path, runs: int) -> Path:
     return runs_dir
 
 
-def apptest_paint(runs_dir: Path) -> float:
-    """Seconds for one Runs-page script run in a new AppTest session."""
+def apptest_paint(runs_dir: Path, script: Path | None = None) -> float:
+    """Seconds for one Runs-page script run (or one of ``script``) in a new AppTest session."""
     from streamlit.testing.v1 import AppTest
 
     from sweeplab.dashboard import app
 
     sys.argv = ["app.py", "--runs-dir", str(runs_dir)]
-    at = AppTest.from_file(app.__file__, default_timeout=120)
+    at = AppTest.from_file(str(script or app.__file__), default_timeout=120)
     start = time.perf_counter()
     at.run()
     elapsed = time.perf_counter() - start
@@ -226,14 +226,6 @@ def main() -> None:
         size = sum(p.stat().st_size for p in runs_dir.rglob("record.json")) / 1e6
         print(f"store: {args.runs} runs, {size:.0f} MB of records, "
               f"built in {time.perf_counter() - start:.1f} s")  # fmt: skip
-        cold = apptest_paint(runs_dir)
-        warm = [apptest_paint(runs_dir) for _ in range(args.rounds)]
-        print(f"apptest cold (fresh server, index reads every record): {cold:.2f} s")
-        print(
-            f"apptest warm (new visitor, median of {args.rounds}): {statistics.median(warm):.2f} s"
-        )
-        if args.no_browser:
-            return
         from sweeplab.dashboard.tables import runs_frame
         from sweeplab.tracking.store import scan_store
 
@@ -242,6 +234,14 @@ def main() -> None:
         runs_frame(entries).to_pickle(Path(tmp) / "frame.pkl")
         bare = Path(tmp) / "bare.py"
         bare.write_text(BARE_PAGE.replace("FRAME", repr(str(Path(tmp) / "frame.pkl"))))
+
+        cold = apptest_paint(runs_dir)
+        warm = statistics.median(apptest_paint(runs_dir) for _ in range(args.rounds))
+        floor = statistics.median(apptest_paint(runs_dir, bare) for _ in range(args.rounds))
+        print(f"apptest, Runs page: cold (fresh server, index reads every record) {cold:.2f} s, "
+              f"warm (new visitor, median of {args.rounds}) {warm:.2f} s; bare page {floor:.2f} s")  # fmt: skip
+        if args.no_browser:
+            return
         port = _free_port()
         runs_page = streamlit_command(runs_dir, "127.0.0.1", port)
         for label, command in (("Runs page", runs_page), ("bare page", bare_command(bare, port))):

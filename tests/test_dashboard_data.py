@@ -116,8 +116,9 @@ def test_index_lists_what_scan_store_lists(runs_dir):
 def test_index_rereads_only_changed_records(runs_dir):
     index = StoreIndex(runs_dir)
     index.refresh()
-    first_reads = index.reads
+    first_reads, version = index.reads, index.version
     index.refresh()
+    assert index.version == version  # nothing changed: what pages cached on it still holds
     # Only the record-less directory is looked at again (it may have gained a record).
     assert index.reads - first_reads == 1
 
@@ -129,6 +130,7 @@ def test_index_rereads_only_changed_records(runs_dir):
     before = index.reads
     entries = by_id(index.refresh())
     assert index.reads - before == 2  # the changed record and the record-less directory
+    assert index.version == version + 1
     assert entries["run5"].status == "complete"
     assert entries["run5"].metrics["test/cls/acc"] == 0.97
 

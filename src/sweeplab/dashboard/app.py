@@ -498,11 +498,11 @@ def _roc_section(entry: RunEntry) -> set[str]:
     return {f"ood_{name}_roc" for name in sets}
 
 
-def _merge_section(entry: RunEntry, index: StoreIndex, known: set[str]) -> None:
+def _merge_section(entry: RunEntry, index: StoreIndex, known: set[str]) -> set[str]:
     """A merge's ingredients beside the merge and their output ensemble; an interpolation's
-    curve between its two runs."""
+    curve between its two runs. Returns the stems of the pictures drawn here instead."""
     if not merge_view.is_merge(entry):
-        return
+        return set()
     st.subheader(f"Merge: ingredients ({merge_view.method(entry) or 'merge'})")
     frame = merge_view.ingredients_frame(entry, index.get)
     numbers = {
@@ -525,9 +525,9 @@ def _merge_section(entry: RunEntry, index: StoreIndex, known: set[str]) -> None:
         curve = merge_view.interpolation(entry.path)
     except merge_view.InterpolationFileError as exc:
         st.error(str(exc))
-        return
+        return set()
     if curve is None:
-        return
+        return set()
     st.subheader("Merge: interpolation")
     a, b = [*curve.runs, "A", "B"][:2]
     for slot, metric in zip(st.columns(2), merge_view.CURVE_METRICS.values(), strict=True):
@@ -540,6 +540,7 @@ def _merge_section(entry: RunEntry, index: StoreIndex, known: set[str]) -> None:
     heights = merge_view.barriers(entry.metrics)
     if not heights.empty:
         st.dataframe(heights, hide_index=True)
+    return {"interpolation"}
 
 
 def run_page(entries: list[RunEntry], index: StoreIndex) -> None:
@@ -590,7 +591,7 @@ def run_page(entries: list[RunEntry], index: StoreIndex) -> None:
 
     drawn = _roc_section(entry)
     _members_section(entry.metrics)
-    _merge_section(entry, index, set(ids))
+    drawn |= _merge_section(entry, index, set(ids))
     _nas_section(entry, curves)
 
     pictures = [p for p in tables.pictures(entry.path) if p.stem not in drawn]

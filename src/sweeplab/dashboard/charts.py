@@ -138,7 +138,12 @@ def interpolation(view: Interpolation, metric: str) -> alt.LayerChart:
     at the α whose weights are the run's checkpoint."""
     data = view.curve[view.curve["metric"] == metric]
     x = alt.X("alpha:Q", title="α (0 = run A, 1 = run B)", scale=alt.Scale(domain=[0, 1]))
-    color = alt.Color("split:N", title=None, legend=alt.Legend(orient="bottom"))
+    color = alt.Color(
+        "split:N",
+        title=None,
+        legend=alt.Legend(orient="bottom"),
+        scale=alt.Scale(domain=["val", "test"], range=["#1f77b4", "#ff7f0e"]),
+    )
     base = alt.Chart(data)
     line = base.mark_line(point=True).encode(
         x=x,
