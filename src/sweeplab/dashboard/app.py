@@ -107,6 +107,18 @@ def _runs_frame(runs_dir: str, version: int, shown: tuple[str, ...], _listed: li
     return tables.runs_frame(_listed)
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def _cached_keys(runs_dir: str, version: int, shown: tuple[str, ...], _entries: list[RunEntry]):
+    return tables.varying_keys(_entries)
+
+
+def varying_keys(index: StoreIndex, entries: list[RunEntry]) -> list[str]:
+    """:func:`tables.varying_keys`, computed once per store version and set of runs (the
+    run pickers' labels need it on every rerun)."""
+    shown = tuple(str(e.path) for e in entries)
+    return _cached_keys(str(index.runs_dir), index.version, shown, entries)
+
+
 def runs_page(entries: list[RunEntry], runs_dir: Path, version: int) -> None:
     st.header("Runs")
     if not entries:
@@ -138,7 +150,7 @@ def runs_page(entries: list[RunEntry], runs_dir: Path, version: int) -> None:
     event = st.dataframe(
         frame,
         hide_index=True,
-        height=GRID_HEIGHT,
+        height=min(GRID_HEIGHT, 38 + 35 * len(frame)),  # as tall as the runs, then it scrolls
         on_select="rerun",
         selection_mode="single-row",
         key="runs_table",
@@ -552,7 +564,7 @@ def run_page(entries: list[RunEntry], index: StoreIndex) -> None:
     if st.session_state.get("run") not in ids:
         wanted = st.query_params.get("run")
         st.session_state["run"] = wanted if wanted in ids else ids[-1]
-    keys = tables.varying_keys(entries)
+    keys = varying_keys(index, entries)
     chosen = st.selectbox("Run", ids, key="run", format_func=lambda i: _label(index.get(i), keys))
     st.query_params["run"] = chosen
     entry = index.get(chosen)
@@ -855,7 +867,7 @@ def diff_page(entries: list[RunEntry], index: StoreIndex) -> None:
         wanted = st.query_params.get(key.removeprefix("diff_"))
         if st.session_state.get(key) not in ids:
             st.session_state[key] = wanted if wanted in ids else default
-    keys = tables.varying_keys(readable)
+    keys = varying_keys(index, readable)
     left, right = st.columns(2)
     label = lambda i: _label(index.get(i), keys)  # noqa: E731
     a = left.selectbox("Run A", ids, key="diff_a", format_func=label)
