@@ -213,9 +213,19 @@ def test_merge_view_lists_ingredients_and_reads_the_curve(store):
     assert list(frame["in store"].iloc[2:]) == [True, False]
     assert frame.loc[2, "val/cls/acc"] == 0.8 and np.isnan(frame.loc[3, "test/cls/acc"])
     assert "kept" not in frame  # the record does not say
-    _set(entries["merge0"].path, metrics={"merge/greedy/kept_runs": "s0none"})
+    _set(
+        entries["merge0"].path,
+        metrics={"merge/greedy/kept_runs": "s0none"},
+        sources=["gone00", "init00", "s0none"],  # init00: the ingredients' shared init_from
+    )
     (merge,) = [e for e in scan_store(store) if e.run_id == "merge0"]
-    assert list(merge_view.ingredients_frame(merge, entries.get)["kept"].iloc[1:]) == [True, False]
+    frame = merge_view.ingredients_frame(merge, entries.get)
+    assert list(frame["model"].iloc[1:]) == [
+        "ingredient s0none",
+        "ingredient gone00",
+        "source init00",
+    ]
+    assert list(frame["kept"].iloc[1:]) == [True, False, None]
     curve = merge_view.interpolation(merge.path)
     assert curve.runs == ["s0none", "gone00"] and curve.alpha == 0.5
     nll = curve.curve[(curve.curve["split"] == "val") & (curve.curve["metric"] == "NLL")]

@@ -63,9 +63,10 @@ def kept_runs(entry: RunEntry) -> list[str] | None:
 
 
 def ingredients_frame(entry: RunEntry, lookup: Callable[[str], RunEntry | None]) -> pd.DataFrame:
-    """One row per model: the merge, the ingredients' output ensemble, each ingredient and
-    the base (task-vector methods), with their val/test metrics and, for a greedy soup whose
-    record says, whether each ingredient was kept."""
+    """One row per model: the merge, the ingredients' output ensemble, each ingredient, the
+    base (task-vector methods) and any other source run of the record (a shared
+    ``init_from``), with their val/test metrics and, for a greedy soup whose record says,
+    whether each ingredient was kept."""
     base = _ids(config_value(entry.config, "regime.base"))
     pinned = config_value(entry.config, "regime.runs")  # the ids, in the merge's order
     sources = _ids((entry.record or {}).get("sources"))
@@ -80,7 +81,8 @@ def ingredients_frame(entry: RunEntry, lookup: Callable[[str], RunEntry | None])
     }
     if any(v is not None for v in ensemble.values()):
         rows.append({"model": "output ensemble", "run": "", "role": "baseline", **ensemble})
-    for role, ids in (("ingredient", runs), ("base", base)):
+    others = [s for s in sources if s not in runs and s not in base]  # e.g. a shared init_from
+    for role, ids in (("ingredient", runs), ("base", base), ("source", others)):
         for run_id in ids:
             source = lookup(run_id)
             metrics = source.metrics if source is not None else {}
