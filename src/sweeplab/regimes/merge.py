@@ -110,7 +110,8 @@ class Merge(Regime):
     Args:
         runs: the ingredients: a run selector or a list of run ids.
         method: uniform, greedy, best, task_arithmetic, ties, dare, fisher or interpolate.
-        base: the run task vectors are taken from (task_arithmetic, ties, dare only).
+        base: the run task vectors are taken from (task_arithmetic, ties, dare only);
+            None: the ingredients' shared ``init_from``.
         checkpoint: which checkpoint of each run, ``last`` or ``best``.
         scaling: λ of task_arithmetic / ties / dare; null is 0.4 (task arithmetic)
             or 1.0 (TIES), following Yadav et al. (2023).
