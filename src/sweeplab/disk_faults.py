@@ -83,6 +83,13 @@ def describe_os_error(exc: OSError) -> str | None:
             f"{what} on{where or ' (no file named)'}; make it accessible to this user or point "
             f"{WRITE_PATHS} / paths.data_dir elsewhere"
         )
+    if exc.errno == errno.ENOENT and path:
+        kind = _pseudo_file_system(Path(path))
+        if kind is not None:
+            return (
+                f"cannot create {path}: it is on a {kind} file system, which holds no files of "
+                f"its own; point paths.root_dir (or {WRITE_PATHS}) at a real directory"
+            )
     if exc.errno in (errno.ENOTDIR, errno.EEXIST) and path:
         blocker = _file_in_the_way(Path(path))
         if blocker is not None:
@@ -106,12 +113,42 @@ def _file_system(path: str | None) -> str:
     """`` (file system at <mount point>)``: which disk is full or read-only."""
     if not path:
         return ""
-    directory = Path(path).absolute()
+    return f" (file system at {_mount_point(Path(path))})"
+
+
+def _mount_point(path: Path) -> Path:
+    """Where the file system ``path`` is (or would be) on is mounted."""
+    directory = path.absolute()
     while not directory.is_dir() and directory != directory.parent:
         directory = directory.parent
     while not os.path.ismount(directory) and directory != directory.parent:
         directory = directory.parent
-    return f" (file system at {directory})"
+    return directory
+
+
+# Kernel file systems that refuse new entries with ENOENT, as if the directory were missing.
+PSEUDO_FILE_SYSTEMS = frozenset(
+    {"proc", "sysfs", "cgroup", "cgroup2", "debugfs", "tracefs", "securityfs", "pstore", "bpf"}
+)
+
+
+def _pseudo_file_system(path: Path, mounts: str = "/proc/self/mounts") -> str | None:
+    """The type of the kernel file system ``path`` would be created on, if it is one.
+
+    Creating ``/proc/x`` fails with ENOENT although ``/proc`` exists, which reads like an
+    ordinary missing file; the mount table tells the two apart.
+    """
+    try:
+        table = Path(mounts).read_text().splitlines()
+    except OSError:
+        return None
+    types = {}
+    for line in table:
+        fields = line.split()
+        if len(fields) >= 3:
+            types[fields[1].replace("\\040", " ")] = fields[2]
+    kind = types.get(str(_mount_point(path)))
+    return kind if kind in PSEUDO_FILE_SYSTEMS else None
 
 
 def _file_in_the_way(path: Path) -> Path | None:

@@ -90,6 +90,19 @@ def test_other_errors_are_left_to_their_own_report():
     assert disk_faults.describe(ValueError("data.batch_size must be positive")) is None
 
 
+@pytest.mark.skipif(not Path("/proc/self/mounts").is_file(), reason="needs Linux's /proc")
+def test_a_directory_on_a_kernel_file_system_is_named_and_a_missing_file_is_not(tmp_path):
+    with pytest.raises(OSError) as error:
+        Path("/proc/sweeplab_runs").mkdir(parents=True, exist_ok=True)
+    assert error.value.errno == errno.ENOENT  # as for a missing parent, although /proc exists
+    reason = disk_faults.describe(error.value)
+    assert reason.startswith("cannot create /proc/sweeplab_runs: it is on a proc file system")
+    assert "paths.root_dir" in reason and "\n" not in reason
+    with pytest.raises(OSError) as error:  # an ordinary missing file keeps its own report
+        (tmp_path / "missing.txt").read_text()
+    assert disk_faults.describe(error.value) is None
+
+
 def test_a_file_where_a_directory_must_be_is_named(tmp_path):
     blocker = tmp_path / "afile"
     blocker.write_text("not a directory")
