@@ -206,6 +206,16 @@ def test_runs_page_lists_every_run(dashboard, fixture_store, browser, tmp_path):
     )
     assert grid.count() == 1
     _screenshot(page, tmp_path, "runs")
+    # Two rows picked (their checkboxes, in the grid's first column) open their config diff.
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + 16, box["y"] + 35 + 17)
+    page.get_by_role("button", name="Open run").wait_for(timeout=TIMEOUT_MS)
+    page.mouse.click(box["x"] + 16, box["y"] + 70 + 17)
+    diff = page.get_by_role("button", name="Diff")
+    diff.wait_for(timeout=TIMEOUT_MS)
+    diff.click()
+    page.wait_for_selector("h2:has-text('Config diff')", timeout=TIMEOUT_MS)
+    assert "can change results" in _main_text(page, "can change results")
     page.close()
 
 

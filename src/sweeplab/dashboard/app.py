@@ -97,6 +97,11 @@ def _open_run(run_id: str) -> None:
     st.session_state["run"] = run_id
 
 
+def _open_diff(a: str, b: str) -> None:
+    st.session_state["page"] = "Diff"
+    st.session_state["diff_a"], st.session_state["diff_b"] = a, b
+
+
 # --------------------------------------------------------------------------- Runs
 
 
@@ -152,7 +157,7 @@ def runs_page(entries: list[RunEntry], runs_dir: Path, version: int) -> None:
         hide_index=True,
         height=min(GRID_HEIGHT, 38 + 35 * len(frame)),  # as tall as the runs, then it scrolls
         on_select="rerun",
-        selection_mode="single-row",
+        selection_mode="multi-row",
         key="runs_table",
         column_config={
             "path": None,
@@ -161,11 +166,15 @@ def runs_page(entries: list[RunEntry], runs_dir: Path, version: int) -> None:
         },
     )
     rows = event.selection.rows if event is not None else []
-    if rows:
-        run_id = str(frame.iloc[rows[0]]["run_id"])
-        st.button(f"Open run {run_id}", type="primary", on_click=_open_run, args=(run_id,))
+    picked = [str(frame.iloc[row]["run_id"]) for row in rows]
+    if len(picked) == 1:
+        st.button(f"Open run {picked[0]}", type="primary", on_click=_open_run, args=(picked[0],))
+    elif len(picked) == 2:
+        st.button(
+            f"Diff {picked[0]} and {picked[1]}", type="primary", on_click=_open_diff, args=picked
+        )
     else:
-        st.caption("Select a row to open the run.")
+        st.caption("Select a row to open the run, or two to diff their configs.")
     broken = [e for e in listed if e.problem]
     if broken:
         with st.expander(f"{len(broken)} unreadable run(s)"):
