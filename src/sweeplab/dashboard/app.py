@@ -5,6 +5,8 @@ project (no JavaScript build), gives pages, sortable tables and charts for
 free, and serves from 127.0.0.1 with no network access; its rendered pages are
 checked in a real headless browser (Playwright + Chromium) by the test suite.
 Launch it with ``sweeplab dashboard``; this file is the script Streamlit runs.
+The chart builders (:mod:`.charts`, and with them altair) are imported inside the
+pages that draw, so the Runs page, the first a visitor sees, does not wait for them.
 """
 
 from __future__ import annotations
@@ -14,11 +16,10 @@ import sys
 import threading
 from pathlib import Path
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
-from sweeplab.dashboard import charts, merge_view, nas_view, sweeps_view, tables
+from sweeplab.dashboard import merge_view, nas_view, sweeps_view, tables
 from sweeplab.dashboard.config_diff import config_diff
 from sweeplab.dashboard.index import StoreIndex
 from sweeplab.evaluation import ensemble_summary
@@ -31,7 +32,6 @@ PAGES = ("Runs", "Run", "Compare", "Sweeps", "Diff", "Tables")
 DEFAULT_CURVES = ("val/cls/acc", "val/cls/nll", "train/cls/loss")
 PICK_RUNS = "pick runs"
 RELIABILITY_DEFAULT = ("before", "after_ts")
-LEGEND = alt.Legend(orient="bottom", direction="vertical", labelLimit=600)
 SEEDS = "recipe (average over seeds)"
 ANY = "(any)"
 GRID_HEIGHT = 640  # px: about 18 rows on screen, the rest scrolls inside the grid
@@ -185,65 +185,25 @@ def runs_page(entries: list[RunEntry], runs_dir: Path, version: int) -> None:
 # --------------------------------------------------------------------------- Run
 
 
-def _reliability_chart(series: dict[str, pd.DataFrame]) -> alt.LayerChart | None:
-    frames = [frame.assign(curve=name) for name, frame in series.items() if not frame.empty]
-    if not frames:
-        return None
-    data = pd.concat(frames, ignore_index=True)
-    diagonal = alt.Chart(pd.DataFrame({"x": [0.0, 1.0]})).mark_line(strokeDash=[4, 4], color="gray")
-    diagonal = diagonal.encode(x="x:Q", y="x:Q")
-    lines = (
-        alt.Chart(data)
-        .mark_line(point=True)
-        .encode(
-            x=alt.X("confidence:Q", scale=alt.Scale(domain=[0, 1]), title="confidence"),
-            y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), title="accuracy"),
-            color=alt.Color("curve:N", title=None, legend=LEGEND),
-            tooltip=["curve", "confidence", "accuracy", "count"],
-        )
-    )
-    return (diagonal + lines).properties(height=320)
-
-
 def _curve_panels(data: pd.DataFrame, columns: list[str], color: str | None = None) -> None:
     """Accuracy, loss and any other kind of curve side by side, each on its own y axis."""
+    from sweeplab.dashboard import charts
+
     panels = charts.curve_panels(columns)
     for slot, (kind, picked) in zip(st.columns(len(panels)), panels.items(), strict=True):
         slot.altair_chart(charts.curves(data, picked, kind, color), width="stretch")
 
 
-def _members_chart(rows: pd.DataFrame) -> alt.FacetChart:
-    """Grouped bars, one panel per metric: each member, the member mean, the ensemble."""
-    kinds = [ensemble_summary.MEMBER_MEAN, ensemble_summary.ENSEMBLE]
-    bars = (
-        alt.Chart(rows)
-        .mark_bar()
-        .encode(
-            x=alt.X("model:N", sort=None, title=None, axis=alt.Axis(labelAngle=-45)),
-            y=alt.Y("value:Q", title=None),
-            color=alt.Color(
-                "kind:N",
-                title=None,
-                scale=alt.Scale(domain=["member", *kinds], range=["#9e9e9e", "#1f77b4", "#ff7f0e"]),
-                legend=alt.Legend(orient="bottom"),
-            ),
-            tooltip=["model", "metric", alt.Tooltip("value:Q", format=".4f")],
-        )
-        .properties(width=180, height=220)
-    )
-    order = list(dict.fromkeys(rows["metric"]))
-    chart = bars.facet(column=alt.Column("metric:N", sort=order, title=None))
-    return chart.resolve_scale(x="independent", y="independent")
-
-
 def _members_section(metrics: dict) -> None:
     """Members against their ensemble, for runs with ``ens/member_*`` metrics."""
+    from sweeplab.dashboard import charts
+
     if not ensemble_summary.has_members(metrics):
         return
     st.subheader("Members vs ensemble")
     rows = ensemble_summary.comparison_frame(metrics, "test")
     if not rows.empty:
-        st.altair_chart(_members_chart(rows))
+        st.altair_chart(charts.members(rows))
     detector = ensemble_summary.near_ood_detector(metrics)
     note = (
         f"Near-OOD AUROC ({detector}) is the ensemble's only: members are not scored for OOD."
@@ -285,77 +245,6 @@ TAU_LABELS = {
 }
 
 
-def _subnet_curves_chart(long: pd.DataFrame) -> alt.Chart:
-    return (
-        alt.Chart(long)
-        .mark_line(point=True)
-        .encode(
-            x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")),
-            y=alt.Y("acc:Q", title="val accuracy", scale=alt.Scale(zero=False)),
-            color=alt.Color("subnet:N", title=None, legend=LEGEND),
-            tooltip=["subnet", "epoch", alt.Tooltip("acc:Q", format=".4f")],
-        )
-        .properties(height=260)
-    )
-
-
-def _pareto_chart(search: nas_view.SearchView) -> alt.LayerChart:
-    """Every searched subnet, the Pareto front as a line, the best per budget as diamonds."""
-    x = alt.X("mflops:Q", title="MFLOPs per image", scale=alt.Scale(zero=False))
-    y = alt.Y(
-        "val_acc:Q",
-        title=f"{search.split} accuracy (inherited weights)",
-        scale=alt.Scale(zero=False),
-    )
-    tooltip = ["arch", alt.Tooltip("val_acc:Q", format=".4f"), "mflops", "params"]
-    points = (
-        alt.Chart(search.candidates)
-        .mark_circle(size=40, opacity=0.5, color="#1f77b4")
-        .encode(x=x, y=y, tooltip=tooltip)
-    )
-    front = (
-        alt.Chart(search.front)
-        .mark_line(point=alt.OverlayMarkDef(color="#d62728", size=50), color="#d62728")
-        .encode(x=x, y=y, order="mflops:Q", tooltip=tooltip)
-    )
-    best = (
-        alt.Chart(search.best)
-        .mark_point(shape="diamond", size=220, filled=True, color="#2ca02c")
-        .encode(x=x, y=y, tooltip=["budget", *tooltip])
-    )
-    layers = [points, front, best]
-    limits = search.best.dropna(subset=["max_mflops"])
-    if not limits.empty:
-        rules = alt.Chart(limits).mark_rule(strokeDash=[3, 3], color="gray")
-        layers.insert(0, rules.encode(x="max_mflops:Q", tooltip=["budget"]))
-    return alt.layer(*layers).properties(height=340)
-
-
-def _ranking_chart(scatter: pd.DataFrame) -> alt.FacetChart:
-    """Each scorer's score of a subnet against the subnet's standalone accuracy."""
-    dots = (
-        alt.Chart(scatter)
-        .mark_circle(size=70)
-        .encode(
-            x=alt.X("score:Q", title="score", scale=alt.Scale(zero=False)),
-            y=alt.Y(
-                "standalone_val_acc:Q", title="standalone val accuracy", scale=alt.Scale(zero=False)
-            ),
-            color=alt.Color("scorer:N", legend=None),
-            tooltip=[
-                "arch",
-                "standalone_run",
-                alt.Tooltip("score:Q", format=".4g"),
-                alt.Tooltip("standalone_val_acc:Q", format=".4f"),
-            ],
-        )
-        .properties(width=300, height=260)
-    )
-    order = list(dict.fromkeys(scatter["scorer"]))
-    chart = dots.facet(column=alt.Column("scorer:N", sort=order, title=None))
-    return chart.resolve_scale(x="independent")
-
-
 def _nas_file(read, run_dir: Path):
     try:
         return read(run_dir)
@@ -366,6 +255,8 @@ def _nas_file(read, run_dir: Path):
 
 def _nas_section(entry: RunEntry, curves: pd.DataFrame) -> None:
     """A supernet run's subnets: largest and smallest over training, search, ranking."""
+    from sweeplab.dashboard import charts
+
     if not nas_view.is_supernet(entry.config, (entry.record or {}).get("choices")):
         return
     st.subheader("NAS: largest and smallest subnet")
@@ -376,7 +267,7 @@ def _nas_section(entry: RunEntry, curves: pd.DataFrame) -> None:
             "(`sweeplab train backbone=supernet regime=supernet`) logs them at each validation."
         )
     else:
-        st.altair_chart(_subnet_curves_chart(subnets), width="stretch")
+        st.altair_chart(charts.subnet_curves(subnets), width="stretch")
 
     st.subheader("NAS: Pareto front")
     search = _nas_file(nas_view.search_view, entry.path)
@@ -386,7 +277,7 @@ def _nas_section(entry: RunEntry, curves: pd.DataFrame) -> None:
             "searches this supernet for the best subnet under each budget."
         )
     else:
-        st.altair_chart(_pareto_chart(search), width="stretch")
+        st.altair_chart(charts.pareto(search), width="stretch")
         st.caption(
             f"{len(search.candidates)} subnets searched by {search.method}, scored on "
             f"{search.split} (BatchNorm: {search.bn_policy}); {len(search.front)} on the front "
@@ -414,7 +305,7 @@ def _nas_section(entry: RunEntry, curves: pd.DataFrame) -> None:
     shown = st.multiselect("Scorers", scorers, default=default, key="nas_scorers")
     if shown:
         picked = ranking.scatter[ranking.scatter["scorer"].isin(shown)]
-        st.altair_chart(_ranking_chart(picked))
+        st.altair_chart(charts.ranking(picked))
     note = (
         f" Some intervals are missing: the bootstrap of {ranking.k} subnets is degenerate."
         if ranking.taus[list(nas_view.TAU_COLUMNS)].isna().to_numpy().any()
@@ -485,6 +376,8 @@ def _pictures(paths: list[Path]) -> None:
 def _roc_section(entry: RunEntry) -> set[str]:
     """Each OOD set's ROC curves for the detectors picked (the best by AUROC at first);
     returns the stems of the ROC pictures drawn here instead."""
+    from sweeplab.dashboard import charts
+
     files = sorted((entry.path / layout.PLOTS_DIR).glob(f"ood_*{ROC_SUFFIX}"))
     sets = {path.name[len("ood_") : -len(ROC_SUFFIX)]: read_roc_points(path) for path in files}
     sets = {name: curves for name, curves in sets.items() if curves}
@@ -522,6 +415,8 @@ def _roc_section(entry: RunEntry) -> set[str]:
 def _merge_section(entry: RunEntry, index: StoreIndex, known: set[str]) -> set[str]:
     """A merge's ingredients beside the merge and their output ensemble; an interpolation's
     curve between its two runs. Returns the stems of the pictures drawn here instead."""
+    from sweeplab.dashboard import charts
+
     if not merge_view.is_merge(entry):
         return set()
     st.subheader(f"Merge: ingredients ({merge_view.method(entry) or 'merge'})")
@@ -565,6 +460,8 @@ def _merge_section(entry: RunEntry, index: StoreIndex, known: set[str]) -> set[s
 
 
 def run_page(entries: list[RunEntry], index: StoreIndex) -> None:
+    from sweeplab.dashboard import charts
+
     st.header("Run")
     if not entries:
         st.info("No runs yet: launch one with `sweeplab train`.")
@@ -606,7 +503,7 @@ def run_page(entries: list[RunEntry], index: StoreIndex) -> None:
     else:
         default = [v for v in RELIABILITY_DEFAULT if v in variants] or list(variants)[:1]
         shown = st.multiselect("Variants", list(variants), default=default, key="run_variants")
-        chart = _reliability_chart({v: variants[v] for v in shown})
+        chart = charts.reliability({v: variants[v] for v in shown})
         if chart is not None:
             st.altair_chart(chart, width="stretch")
 
@@ -663,6 +560,8 @@ def _compare_scope(entries: list[RunEntry]) -> list[RunEntry]:
 
 
 def compare_page(entries: list[RunEntry]) -> None:
+    from sweeplab.dashboard import charts
+
     st.header("Compare")
     if not any(e.record is not None for e in entries):
         st.info("No readable runs yet: launch some with `sweeplab train -m seed=0,1,2`.")
@@ -728,7 +627,7 @@ def compare_page(entries: list[RunEntry]) -> None:
         chosen = {
             k.rsplit(" · ", 1)[0]: f for k, f in variants.items() if k.endswith(f" · {variant}")
         }
-        st.altair_chart(_reliability_chart(chosen), width="stretch")
+        st.altair_chart(charts.reliability(chosen), width="stretch")
         if any(len(m) > 1 for m in groups.values()):
             st.caption("Reliability of each group's first run.")
 
@@ -750,14 +649,7 @@ def compare_page(entries: list[RunEntry]) -> None:
                 for m in metrics
             ]
         )
-        long["low"], long["high"] = long["mean"] - long["std"], long["mean"] + long["std"]
-        base = alt.Chart(long).encode(x=alt.X("group:N", title=None, axis=alt.Axis(labelAngle=0)))
-        bars = base.mark_bar().encode(
-            y=alt.Y("mean:Q", title="mean ± std"), color=alt.Color("group:N", legend=None)
-        )
-        errors = base.mark_rule().encode(y="low:Q", y2="high:Q")
-        chart = (bars + errors).properties(width=220, height=240).facet(column="metric:N")
-        st.altair_chart(chart.resolve_scale(y="independent"))
+        st.altair_chart(charts.mean_bars(long))
         st.dataframe(summary, hide_index=True)
 
 
@@ -792,6 +684,8 @@ def _sweep_table(option: sweeps_view.SweepOption, entries: list[RunEntry]):
 
 def _study_table(option: sweeps_view.SweepOption, entries: list[RunEntry]):
     """A study's complete trials as (table, axes keys, metric), with the importances."""
+    from sweeplab.dashboard import charts
+
     study = sweeps_view.load_study(option)
     view = sweeps_view.study_view(study, entries)
     if view.trials.empty:
@@ -828,6 +722,8 @@ def _study_table(option: sweeps_view.SweepOption, entries: list[RunEntry]):
 
 def sweeps_page(entries: list[RunEntry], runs_dir: Path) -> None:
     """One sweep or study: its runs as parallel coordinates of their settings and a metric."""
+    from sweeplab.dashboard import charts
+
     st.header("Sweeps")
     found = _sweep_options(str(runs_dir))
     if not found:

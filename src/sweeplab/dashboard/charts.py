@@ -14,7 +14,9 @@ import altair as alt
 import pandas as pd
 
 from sweeplab.dashboard.merge_view import Interpolation
+from sweeplab.dashboard.nas_view import SearchView
 from sweeplab.dashboard.sweeps_view import Axes
+from sweeplab.evaluation import ensemble_summary
 
 LEGEND = alt.Legend(orient="bottom", direction="vertical", labelLimit=600)
 HEIGHT = 300
@@ -159,3 +161,130 @@ def interpolation(view: Interpolation, metric: str) -> alt.LayerChart:
             rule.encode(x="alpha:Q", tooltip=[alt.Tooltip("alpha:Q", title="checkpoint α")])
         )
     return alt.layer(*layers).properties(height=HEIGHT, title=metric)
+
+
+def reliability(series: dict[str, pd.DataFrame]) -> alt.LayerChart | None:
+    frames = [frame.assign(curve=name) for name, frame in series.items() if not frame.empty]
+    if not frames:
+        return None
+    data = pd.concat(frames, ignore_index=True)
+    diagonal = alt.Chart(pd.DataFrame({"x": [0.0, 1.0]})).mark_line(strokeDash=[4, 4], color="gray")
+    diagonal = diagonal.encode(x="x:Q", y="x:Q")
+    lines = (
+        alt.Chart(data)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("confidence:Q", scale=alt.Scale(domain=[0, 1]), title="confidence"),
+            y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), title="accuracy"),
+            color=alt.Color("curve:N", title=None, legend=LEGEND),
+            tooltip=["curve", "confidence", "accuracy", "count"],
+        )
+    )
+    return (diagonal + lines).properties(height=320)
+
+
+def members(rows: pd.DataFrame) -> alt.FacetChart:
+    """Grouped bars, one panel per metric: each member, the member mean, the ensemble."""
+    kinds = [ensemble_summary.MEMBER_MEAN, ensemble_summary.ENSEMBLE]
+    bars = (
+        alt.Chart(rows)
+        .mark_bar()
+        .encode(
+            x=alt.X("model:N", sort=None, title=None, axis=alt.Axis(labelAngle=-45)),
+            y=alt.Y("value:Q", title=None),
+            color=alt.Color(
+                "kind:N",
+                title=None,
+                scale=alt.Scale(domain=["member", *kinds], range=["#9e9e9e", "#1f77b4", "#ff7f0e"]),
+                legend=alt.Legend(orient="bottom"),
+            ),
+            tooltip=["model", "metric", alt.Tooltip("value:Q", format=".4f")],
+        )
+        .properties(width=180, height=220)
+    )
+    order = list(dict.fromkeys(rows["metric"]))
+    chart = bars.facet(column=alt.Column("metric:N", sort=order, title=None))
+    return chart.resolve_scale(x="independent", y="independent")
+
+
+def subnet_curves(long: pd.DataFrame) -> alt.Chart:
+    return (
+        alt.Chart(long)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")),
+            y=alt.Y("acc:Q", title="val accuracy", scale=alt.Scale(zero=False)),
+            color=alt.Color("subnet:N", title=None, legend=LEGEND),
+            tooltip=["subnet", "epoch", alt.Tooltip("acc:Q", format=".4f")],
+        )
+        .properties(height=260)
+    )
+
+
+def pareto(search: SearchView) -> alt.LayerChart:
+    """Every searched subnet, the Pareto front as a line, the best per budget as diamonds."""
+    x = alt.X("mflops:Q", title="MFLOPs per image", scale=alt.Scale(zero=False))
+    y = alt.Y(
+        "val_acc:Q",
+        title=f"{search.split} accuracy (inherited weights)",
+        scale=alt.Scale(zero=False),
+    )
+    tooltip = ["arch", alt.Tooltip("val_acc:Q", format=".4f"), "mflops", "params"]
+    points = (
+        alt.Chart(search.candidates)
+        .mark_circle(size=40, opacity=0.5, color="#1f77b4")
+        .encode(x=x, y=y, tooltip=tooltip)
+    )
+    front = (
+        alt.Chart(search.front)
+        .mark_line(point=alt.OverlayMarkDef(color="#d62728", size=50), color="#d62728")
+        .encode(x=x, y=y, order="mflops:Q", tooltip=tooltip)
+    )
+    best = (
+        alt.Chart(search.best)
+        .mark_point(shape="diamond", size=220, filled=True, color="#2ca02c")
+        .encode(x=x, y=y, tooltip=["budget", *tooltip])
+    )
+    layers = [points, front, best]
+    limits = search.best.dropna(subset=["max_mflops"])
+    if not limits.empty:
+        rules = alt.Chart(limits).mark_rule(strokeDash=[3, 3], color="gray")
+        layers.insert(0, rules.encode(x="max_mflops:Q", tooltip=["budget"]))
+    return alt.layer(*layers).properties(height=340)
+
+
+def ranking(scatter: pd.DataFrame) -> alt.FacetChart:
+    """Each scorer's score of a subnet against the subnet's standalone accuracy."""
+    dots = (
+        alt.Chart(scatter)
+        .mark_circle(size=70)
+        .encode(
+            x=alt.X("score:Q", title="score", scale=alt.Scale(zero=False)),
+            y=alt.Y(
+                "standalone_val_acc:Q", title="standalone val accuracy", scale=alt.Scale(zero=False)
+            ),
+            color=alt.Color("scorer:N", legend=None),
+            tooltip=[
+                "arch",
+                "standalone_run",
+                alt.Tooltip("score:Q", format=".4g"),
+                alt.Tooltip("standalone_val_acc:Q", format=".4f"),
+            ],
+        )
+        .properties(width=300, height=260)
+    )
+    order = list(dict.fromkeys(scatter["scorer"]))
+    chart = dots.facet(column=alt.Column("scorer:N", sort=order, title=None))
+    return chart.resolve_scale(x="independent")
+
+
+def mean_bars(long: pd.DataFrame) -> alt.FacetChart:
+    """Each group's mean ± std (``group, metric, mean, std``), one panel per metric."""
+    long = long.assign(low=long["mean"] - long["std"], high=long["mean"] + long["std"])
+    base = alt.Chart(long).encode(x=alt.X("group:N", title=None, axis=alt.Axis(labelAngle=0)))
+    bars = base.mark_bar().encode(
+        y=alt.Y("mean:Q", title="mean ± std"), color=alt.Color("group:N", legend=None)
+    )
+    errors = base.mark_rule().encode(y="low:Q", y2="high:Q")
+    chart = (bars + errors).properties(width=220, height=240).facet(column="metric:N")
+    return chart.resolve_scale(y="independent")
