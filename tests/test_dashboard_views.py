@@ -216,16 +216,18 @@ def test_merge_view_lists_ingredients_and_reads_the_curve(store):
     _set(
         entries["merge0"].path,
         metrics={"merge/greedy/kept_runs": "s0none"},
-        sources=["gone00", "init00", "s0none"],  # init00: the ingredients' shared init_from
+        sources=["gone00", "init00", "s0none", "x0"],  # x0: a source of no stated role
     )
     (merge,) = [e for e in scan_store(store) if e.run_id == "merge0"]
     frame = merge_view.ingredients_frame(merge, entries.get)
-    assert list(frame["model"].iloc[1:]) == [
-        "ingredient s0none",
-        "ingredient gone00",
-        "source init00",
-    ]
-    assert list(frame["kept"].iloc[1:]) == [True, False, None]
+    models = ["ingredient s0none", "ingredient gone00", "source init00", "source x0"]
+    assert list(frame["model"].iloc[1:]) == models
+    assert list(frame["kept"].iloc[1:]) == [True, False, None, None]
+    # the base a merge inferred (the ingredients' shared init_from) is named as the base
+    _set(merge.path, metrics={"merge/base_run": "init00"})
+    (merge,) = [e for e in scan_store(store) if e.run_id == "merge0"]
+    models = list(merge_view.ingredients_frame(merge, entries.get)["model"].iloc[1:])
+    assert models == ["ingredient s0none", "ingredient gone00", "base init00", "source x0"]
     curve = merge_view.interpolation(merge.path)
     assert curve.runs == ["s0none", "gone00"] and curve.alpha == 0.5
     nll = curve.curve[(curve.curve["split"] == "val") & (curve.curve["metric"] == "NLL")]

@@ -24,6 +24,7 @@ from sweeplab.tracking.store import RunEntry, config_value, metric_number
 INGREDIENT_METRICS = ("val/cls/acc", "val/cls/nll", "test/cls/acc", "test/cls/nll", "test/cal/ece")
 ENSEMBLE_PREFIX = "merge/ensemble/"
 KEPT_METRIC = "merge/greedy/kept_runs"
+BASE_METRIC = "merge/base_run"
 CURVE_METRICS = {"acc": "accuracy", "nll": "NLL"}
 
 
@@ -67,7 +68,8 @@ def ingredients_frame(entry: RunEntry, lookup: Callable[[str], RunEntry | None])
     base (task-vector methods) and any other source run of the record (a shared
     ``init_from``), with their val/test metrics and, for a greedy soup whose record says,
     whether each ingredient was kept."""
-    base = _ids(config_value(entry.config, "regime.base"))
+    # regime.base, or the ingredients' shared init_from the merge took as its base
+    base = _ids(config_value(entry.config, "regime.base")) or _ids(entry.metrics.get(BASE_METRIC))
     pinned = config_value(entry.config, "regime.runs")  # the ids, in the merge's order
     sources = _ids((entry.record or {}).get("sources"))
     runs = _ids(pinned) if isinstance(pinned, list) else [s for s in sources if s not in base]
