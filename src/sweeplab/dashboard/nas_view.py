@@ -136,12 +136,13 @@ def search_view(run_dir: Path) -> SearchView | None:
                 "budget": entry.get("budget", ""),
                 "max_mflops": entry.get("max_mflops"),
                 **best,
+                "eval_command": entry.get("eval_command", ""),
                 "command": entry.get("command", ""),
                 "command_from_supernet": entry.get("command_from_supernet", ""),
             }
         )
-    columns = ["budget", "max_mflops", "arch", "val_acc", "mflops", "params", "command"]
-    best_frame = pd.DataFrame(rows, columns=[*columns, "command_from_supernet"])
+    columns = ["budget", "max_mflops", "arch", "val_acc", "mflops", "params", "eval_command"]
+    best_frame = pd.DataFrame(rows, columns=[*columns, "command", "command_from_supernet"])
     return SearchView(
         candidates=candidates,
         front=front,
