@@ -245,7 +245,11 @@ def test_sweeplab_eval_of_a_subnet_is_a_run_of_the_weights_it_inherits(supernet_
     assert evaluate.main(args) == 0
     printed = capsys.readouterr().out
     assert "evaluated as a new run" in printed and "test/cls/acc" in printed
-    runs = [r for r in (store / "runs" / "digits_subnet").iterdir() if r.is_dir()]
+    runs = [
+        r
+        for r in (store / "runs" / "digits_subnet").iterdir()
+        if (r / "record.json").is_file() and open_run(r).config["regime"]["name"] == "inherit"
+    ]
     inherited = open_run(runs[0])
     assert len(runs) == 1 and inherited.record["sources"] == [run_id]
     metrics = inherited.record["metrics"]
