@@ -276,3 +276,5 @@ def test_sweeplab_eval_of_a_subnet_is_a_run_of_the_weights_it_inherits(supernet_
     assert "stage 1 depth 3 is not one of [1, 2] of supernet" in err
     assert evaluate.main(["run=" + runs[0].name, f"subnet={arch}", f"paths.root_dir={store}"]) == 1
     assert "has regime=inherit; give a run of regime=supernet" in capsys.readouterr().err
+    assert evaluate.main([*args, "eval.plots=yes"]) == 2
+    assert "sweeplab: eval.plots must be true or false, got 'yes'" in capsys.readouterr().err

@@ -78,7 +78,10 @@ def inherited_overrides(run: Run, arch: str, bn_policy: str | None = None) -> li
 
 
 def inherited_run_dir(overrides: list[str]) -> Path:
-    """Where the run of ``overrides`` lives in the store (composed, not launched)."""
+    """Where the run of ``overrides`` lives in the store (composed and its eval values
+    checked, not launched)."""
+    from sweeplab.evaluate import EvalConfigError
+    from sweeplab.schema import check_config
     from sweeplab.search import SearchError, compose_train
     from sweeplab.tracking.identity import compute_run_id
 
@@ -86,6 +89,10 @@ def inherited_run_dir(overrides: list[str]) -> Path:
         cfg = compose_train(overrides)
     except SearchError as exc:
         raise InheritedEvalError(f"the subnet's run does not compose: {exc}") from None
+    try:
+        check_config(cfg, groups=["eval"])
+    except ValueError as exc:
+        raise EvalConfigError(str(exc)) from None
     return Path(cfg.paths.runs_dir) / cfg.name / compute_run_id(cfg)
 
 
