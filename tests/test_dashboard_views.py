@@ -5,7 +5,6 @@ Optuna study in SQLite, a merge with its interpolation curve)."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from sweeplab.tracking.record import write_record
 from sweeplab.tracking.store import scan_store
 from sweeplab.tracking.sweeps import write_outcome
 
+from .test_dashboard_browser import _app
 from .test_dashboard_data import make_run
 
 LRS = (0.001, 0.01, 0.1, 0.3)
@@ -97,21 +97,6 @@ def store(tmp_path: Path) -> Path:
         {"msp": 0.7, "energy": 0.9, "knn": 0.8},
     )
     return runs
-
-
-def _app(runs_dir: Path, monkeypatch: pytest.MonkeyPatch, **state):
-    from streamlit.testing.v1 import AppTest
-
-    from sweeplab.dashboard import app
-
-    monkeypatch.setenv("SWEEPLAB_RUNS_DIR", str(runs_dir))
-    monkeypatch.setattr(sys, "argv", ["app.py"])
-    at = AppTest.from_file(app.__file__, default_timeout=60)
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def _captions(at) -> str:
