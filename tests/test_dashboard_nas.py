@@ -215,7 +215,8 @@ def test_app_shows_the_nas_view_of_a_searched_and_ranked_supernet(
     assert list(best["arch"]) == [b["best"]["arch"] for b in search["budgets"]]
     assert list(best["command"]) == [b["command"] for b in search["budgets"]]
     assert list(best["eval_command"]) == [
-        f"sweeplab eval run={run_dir.name} subnet={b['best']['arch']}" for b in search["budgets"]
+        f"sweeplab eval run={run_dir.name} subnet={b['best']['arch']} paths.root_dir={runs_dir.parent}"
+        for b in search["budgets"]
     ]
     taus = next(f for f in frames if "kendall_tau_low" in f).set_index("scorer")
     assert set(taus.index) == set(ranking["report"])

@@ -182,6 +182,7 @@ def test_search_stays_within_budget_never_reads_test_and_records_its_best(
     best = data["budgets"][0]["best"]
     assert best["val_acc"] == max(c["val_acc"] for c in data["candidates"])
     assert f"backbone=subnet backbone.arch={best['arch']}" in printed
+    assert f"sweeplab eval run={run_id} subnet={best['arch']} paths.root_dir={store}" in printed
     record = json.loads((store / "runs" / nas.run.name / run_id / "record.json").read_text())
     assert record["metrics"][f"nas/search/mflops_{budget:g}/val_acc"] == best["val_acc"]
     assert (

@@ -109,8 +109,11 @@ def _train_command(overrides: list[str]) -> str:
 
 
 # ------------------------------------------------------------------------ search
-def search(nas: SupernetRun, budgets: list[Budget], args) -> dict[str, Any]:
-    """Search under every budget; writes nas/search.json, nas/pareto.json and the picture."""
+def search(nas: SupernetRun, budgets: list[Budget], args, store: list[str] = ()) -> dict[str, Any]:
+    """Search under every budget; writes nas/search.json, nas/pareto.json and the picture.
+
+    ``store`` (the command's ``paths.*`` overrides) goes into the printed eval commands,
+    so that they find the supernet where this search did."""
     costs = nas.costs()
     scorer = nas.scorer(args.bn_policy)
     space = nas.supernet.space
@@ -155,6 +158,7 @@ def search(nas: SupernetRun, budgets: list[Budget], args) -> dict[str, Any]:
                     nas.run.run_id,
                     r["best"].arch,
                     None if scorer.policy == nas.regime.bn_policy else scorer.policy,
+                    store,
                 ),
             }
             for r in results
@@ -360,7 +364,8 @@ def main(args: list[str]) -> int:
     try:
         nas = SupernetRun.open(specs[0].partition("=")[2], runs_dir_from_overrides(store))
         if command == "search":
-            _print_search(search(nas, budgets_of(parsed.mflops, parsed.params), parsed))
+            budgets = budgets_of(parsed.mflops, parsed.params)
+            _print_search(search(nas, budgets, parsed, store))
         else:
             _print_rank(rank(nas, parsed, overrides))
     except (NasError, RunError) as exc:

@@ -12,8 +12,10 @@ overrides then re-evaluate it as ``sweeplab eval`` does any run.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +134,12 @@ def evaluate_inherited(
     return run_dir, record, True
 
 
-def eval_command(run_id: str, arch: str, bn_policy: str | None = None) -> str:
-    """The command that evaluates subnet ``arch`` of supernet ``run_id`` with inherited weights."""
-    policy = f" --bn-policy {bn_policy}" if bn_policy else ""
-    return f"sweeplab eval run={run_id} subnet={arch}{policy}"
+def eval_command(
+    run_id: str, arch: str, bn_policy: str | None = None, store: Sequence[str] = ()
+) -> str:
+    """The command that evaluates subnet ``arch`` of supernet ``run_id`` with inherited
+    weights; ``store`` holds the ``paths.*`` overrides that find the supernet's store."""
+    policy = [f"--bn-policy {bn_policy}"] if bn_policy else []
+    return " ".join(
+        ["sweeplab eval", f"run={run_id}", f"subnet={arch}", *policy, *map(shlex.quote, store)]
+    )
